@@ -13,7 +13,7 @@
 //! This file is included by source path into the kernel module: it must not
 //! refer to anything outside `core` and its sibling modules (through `super::`).
 
-use core::sync::atomic::{AtomicU32, AtomicU64};
+use super::sync::{AtomicU32, AtomicU64};
 
 /// "KGPURGN\0" little-endian.
 pub const REGION_MAGIC: u64 = u64::from_le_bytes(*b"KGPURGN\0");
@@ -59,6 +59,12 @@ pub mod feature {
 /// Bits of [`RegionHeader::sq_flags`] (written by the helper, read by the submitter).
 pub mod sq_flag {
     /// The helper is about to sleep or sleeps: the submitter must wake it after publishing.
+    pub const NEED_WAKEUP: u32 = 1 << 0;
+}
+
+/// Bits of [`RegionHeader::cq_flags`] (written by the submitter, read by the helper).
+pub mod cq_flag {
+    /// The submitter waits for completions: the helper must ring `cq_doorbell` after posting.
     pub const NEED_WAKEUP: u32 = 1 << 0;
 }
 
@@ -305,6 +311,19 @@ pub struct RingIndices {
     _pad1: [u8; CACHE_LINE - 4],
 }
 
+impl RingIndices {
+    /// Both indices at zero.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        RingIndices {
+            head: AtomicU32::new(0),
+            _pad0: [0; CACHE_LINE - 4],
+            tail: AtomicU32::new(0),
+            _pad1: [0; CACHE_LINE - 4],
+        }
+    }
+}
+
 /// The first page of the region.
 ///
 /// Written once by the creator of the region (the helper), then checked by
@@ -348,11 +367,13 @@ pub struct RegionHeader {
     pub helper_state: AtomicU32,
     /// Process id of the serving helper (informational; 0 when none).
     pub helper_pid: AtomicU32,
-    _pad1: u32,
+    /// Flags the submitter publishes to the helper ([`cq_flag`]).
+    pub cq_flags: AtomicU32,
     /// Incremented by the helper at least every 100 ms while attached.
     pub heartbeat: AtomicU64,
 }
 
+#[cfg(not(loom))]
 const _: () = {
     assert!(core::mem::size_of::<Extent>() == 16);
     assert!(core::mem::size_of::<Sqe>() == 128);

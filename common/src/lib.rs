@@ -8,3 +8,10 @@
 #![no_std]
 
 pub mod abi;
+pub mod alloc;
+pub mod ioctl;
+pub mod region;
+pub mod request;
+pub mod ring;
+pub mod slots;
+pub mod sync;
