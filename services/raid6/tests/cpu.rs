@@ -284,7 +284,7 @@ fn recover_every_pair_of_data_disks() {
     let algos = algos();
     for disks in 4..=32usize {
         let n = disks - 2;
-        let unit = 256;
+        let unit = 320;
         let data = random_data(&mut rng, n, unit);
         let (p, q) = ref_pq(&data, unit);
         let mut all = data.clone();
