@@ -101,7 +101,7 @@ impl AesKey {
 
     /// ECB encryption in place; the length must be a multiple of 16.
     pub fn ecb_encrypt(&self, data: &mut [u8]) -> Result<(), AesError> {
-        if data.len() % 16 != 0 {
+        if !data.len().is_multiple_of(16) {
             return Err(AesError::BadLength);
         }
         self.encrypt_blocks(as_blocks(data));
@@ -110,7 +110,7 @@ impl AesKey {
 
     /// ECB decryption in place; the length must be a multiple of 16.
     pub fn ecb_decrypt(&self, data: &mut [u8]) -> Result<(), AesError> {
-        if data.len() % 16 != 0 {
+        if !data.len().is_multiple_of(16) {
             return Err(AesError::BadLength);
         }
         self.decrypt_blocks(as_blocks(data));
@@ -119,7 +119,7 @@ impl AesKey {
 
     /// CBC encryption in place; the length must be a multiple of 16.
     pub fn cbc_encrypt(&self, iv: &[u8; 16], data: &mut [u8]) -> Result<(), AesError> {
-        if data.len() % 16 != 0 {
+        if !data.len().is_multiple_of(16) {
             return Err(AesError::BadLength);
         }
         let mut prev = *iv;
@@ -134,7 +134,7 @@ impl AesKey {
 
     /// CBC decryption in place; the length must be a multiple of 16.
     pub fn cbc_decrypt(&self, iv: &[u8; 16], data: &mut [u8]) -> Result<(), AesError> {
-        if data.len() % 16 != 0 {
+        if !data.len().is_multiple_of(16) {
             return Err(AesError::BadLength);
         }
         let mut prev = *iv;
@@ -200,7 +200,7 @@ pub struct XtsKey {
 impl XtsKey {
     /// Splits a 32, 48 or 64-byte XTS key into its two halves.
     pub fn new(key: &[u8]) -> Result<Self, AesError> {
-        if key.len() % 2 != 0 {
+        if !key.len().is_multiple_of(2) {
             return Err(AesError::BadKey);
         }
         let (a, b) = key.split_at(key.len() / 2);

@@ -266,6 +266,8 @@ pub const fn rounds_for_key(len: u64) -> Option<u32> {
 /// ([`ProtoError::BadKey`]); the data and unit lengths
 /// ([`ProtoError::BadLength`]); the IV mode and the fields it leaves unused
 /// ([`ProtoError::BadParams`]); the aux length ([`ProtoError::BadLength`]).
+// `%` rather than `is_multiple_of`: the kernel's compiler may predate it.
+#[allow(clippy::manual_is_multiple_of)]
 pub const fn validate(
     op: u16,
     key_len: u64,

@@ -6,7 +6,7 @@ use kgpu_aes::proto::{op, AesParams};
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    assert!(s.len() % 2 == 0, "odd hex string");
+    assert!(s.len().is_multiple_of(2), "odd hex string");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
