@@ -260,7 +260,7 @@ pub struct Raid6Layout {
 impl Raid6Layout {
     /// Number of data disks (`disks - 2`).
     pub const fn data_disks(&self) -> u32 {
-        self.disks - 2
+        self.disks.saturating_sub(2)
     }
 }
 
