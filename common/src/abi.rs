@@ -76,6 +76,9 @@ pub mod helper_state {
     pub const ATTACHED: u32 = 1;
     /// The helper is finishing in-flight work and will not take new requests.
     pub const DRAINING: u32 = 2;
+    /// The submitter is resetting the rings after losing a helper; a new
+    /// helper attaches only once the state is back to `DETACHED`.
+    pub const RESETTING: u32 = 3;
 }
 
 /// Status of a completed request, shared by both sides.

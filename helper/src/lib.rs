@@ -1,0 +1,11 @@
+//! kgpu-helper: serves the requests of the kernel module (or of its userspace
+//! stand-in) on a GPU or the CPU.
+
+pub mod backend;
+pub mod device;
+pub mod dispatch;
+pub mod serve;
+pub mod shm;
+pub mod standin;
+pub mod stats;
+pub mod workload;

@@ -1,0 +1,357 @@
+//! The region in userspace: created in a memfd (or a file, so another process
+//! can open it), mapped shared, locked in memory, with futex doorbells.
+
+use kgpu_common::abi::{Cqe, RegionHeader, RingIndices, Sqe};
+use kgpu_common::region::{self, Geometry, HeaderSnapshot, RegionError, KNOWN_FEATURES};
+use kgpu_common::ring::{Consumer, Producer};
+use memmap2::{MmapOptions, MmapRaw};
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// Errors creating or opening a region.
+#[derive(Debug, thiserror::Error)]
+pub enum ShmError {
+    /// An operating-system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The region's header is not acceptable.
+    #[error("region {path}: {}", .err.as_str())]
+    Header {
+        /// Where the region came from.
+        path: String,
+        /// Why it was refused.
+        err: RegionError,
+    },
+    /// The requested geometry is impossible.
+    #[error("invalid region geometry: {}", .0.as_str())]
+    Geometry(RegionError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ShmError {
+    let what = what.into();
+    move |source| ShmError::Io { what, source }
+}
+
+/// Ring and data-area sizes of a new region.
+#[derive(Clone, Copy, Debug)]
+pub struct RegionSpec {
+    /// Submission ring entries (power of two).
+    pub sq_entries: u32,
+    /// Completion ring entries (power of two, ≥ sq_entries).
+    pub cq_entries: u32,
+    /// Data-area bytes.
+    pub data_size: u64,
+}
+
+impl Default for RegionSpec {
+    fn default() -> Self {
+        RegionSpec {
+            sq_entries: 1024,
+            cq_entries: 2048,
+            data_size: 256 << 20,
+        }
+    }
+}
+
+/// A mapped region.
+pub struct SharedRegion {
+    map: MmapRaw,
+    geo: Geometry,
+    file: File,
+    locked: bool,
+}
+
+// SAFETY: the mapping is shared memory accessed only through atomics, the
+// ring protocol and extents handed out under that protocol.
+unsafe impl Send for SharedRegion {}
+// SAFETY: as above.
+unsafe impl Sync for SharedRegion {}
+
+impl SharedRegion {
+    /// Creates a region: in an anonymous memfd when `path` is `None`, else in
+    /// a new file at `path` (so a helper in another process can open it).
+    pub fn create(path: Option<&Path>, spec: RegionSpec) -> Result<Self, ShmError> {
+        let geo = Geometry::new(spec.sq_entries, spec.cq_entries, spec.data_size)
+            .map_err(ShmError::Geometry)?;
+        let file = match path {
+            None => {
+                let fd = nix::sys::memfd::memfd_create(
+                    c"kgpu-region",
+                    nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+                )
+                .map_err(|e| ShmError::Io {
+                    what: "memfd_create".into(),
+                    source: e.into(),
+                })?;
+                File::from(fd)
+            }
+            Some(p) => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(p)
+                .map_err(io(format!("create {}", p.display())))?,
+        };
+        file.set_len(geo.region_size)
+            .map_err(io("size the region"))?;
+        let map = MmapOptions::new()
+            .len(geo.region_size as usize)
+            .map_raw(&file)
+            .map_err(io("map the region"))?;
+        // SAFETY: a fresh, private-to-us mapping of exactly region_size bytes,
+        // page aligned by mmap.
+        unsafe {
+            region::init_header(map.as_mut_ptr(), &geo, KNOWN_FEATURES);
+            region::reset_rings(map.as_mut_ptr(), &geo);
+        }
+        let mut r = SharedRegion {
+            map,
+            geo,
+            file,
+            locked: false,
+        };
+        r.lock();
+        Ok(r)
+    }
+
+    /// Opens a region file made by [`SharedRegion::create`] and checks its header.
+    pub fn open(path: &Path) -> Result<Self, ShmError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io(format!("open {}", path.display())))?;
+        let len = file.metadata().map_err(io("stat the region"))?.len();
+        if len < kgpu_common::abi::HEADER_SIZE as u64 {
+            return Err(ShmError::Header {
+                path: path.display().to_string(),
+                err: RegionError::BadSize,
+            });
+        }
+        let map = MmapOptions::new()
+            .len(len as usize)
+            .map_raw(&file)
+            .map_err(io("map the region"))?;
+        // SAFETY: the mapping is at least one header long.
+        let snap = unsafe { HeaderSnapshot::read(map.as_ptr().cast()) };
+        let geo = snap.validate(len).map_err(|err| ShmError::Header {
+            path: path.display().to_string(),
+            err,
+        })?;
+        let mut r = SharedRegion {
+            map,
+            geo,
+            file,
+            locked: false,
+        };
+        r.lock();
+        Ok(r)
+    }
+
+    fn lock(&mut self) {
+        // SAFETY: locking our own mapping's pages; failure is harmless.
+        let rc = unsafe { libc::mlock(self.map.as_ptr().cast(), self.map.len()) };
+        self.locked = rc == 0;
+        if !self.locked {
+            log::debug!(
+                "mlock of the {} MiB region failed (RLIMIT_MEMLOCK?): pages stay pageable",
+                self.map.len() >> 20
+            );
+        }
+    }
+
+    /// Whether the pages are locked in memory.
+    pub fn locked(&self) -> bool {
+        self.locked
+    }
+
+    /// The validated geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geo
+    }
+
+    /// The region's file (memfd or file).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Start of the mapping.
+    pub fn base(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// Length of the mapping.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Never true: a region has at least a header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The header.
+    pub fn header(&self) -> &RegionHeader {
+        // SAFETY: the mapping starts with a validated header; its mutable
+        // fields are atomics.
+        unsafe { &*self.map.as_ptr().cast::<RegionHeader>() }
+    }
+
+    /// The data area.
+    pub fn data(&self) -> DataArea {
+        DataArea {
+            // SAFETY: data_off is inside the mapping (validated geometry).
+            base: unsafe { self.base().add(self.geo.data_off as usize) },
+            size: self.geo.data_size,
+        }
+    }
+
+    fn ring_ptrs<T>(&self, off: u64, records: u64) -> (*const RingIndices, *mut T) {
+        // SAFETY: offsets from the validated geometry lie inside the mapping.
+        unsafe {
+            (
+                self.base().add(off as usize).cast(),
+                self.base().add(records as usize).cast(),
+            )
+        }
+    }
+
+    /// The submission ring's producer.
+    ///
+    /// # Safety
+    /// At most one producer of the submission ring may exist at a time, and
+    /// it must not outlive `self`.
+    pub unsafe fn sq_producer(&self) -> Producer<Sqe> {
+        let (i, r) = self.ring_ptrs(self.geo.sq_off, self.geo.sq_records());
+        // SAFETY: pointers and capacity from the validated geometry; the
+        // caller upholds uniqueness and lifetime.
+        unsafe { Producer::new(i, r, self.geo.sq_entries) }
+    }
+
+    /// The submission ring's consumer.
+    ///
+    /// # Safety
+    /// As [`SharedRegion::sq_producer`], for the consumer.
+    pub unsafe fn sq_consumer(&self) -> Consumer<Sqe> {
+        let (i, r) = self.ring_ptrs(self.geo.sq_off, self.geo.sq_records());
+        // SAFETY: as in `sq_producer`.
+        unsafe { Consumer::new(i, r, self.geo.sq_entries) }
+    }
+
+    /// The completion ring's producer.
+    ///
+    /// # Safety
+    /// As [`SharedRegion::sq_producer`].
+    pub unsafe fn cq_producer(&self) -> Producer<Cqe> {
+        let (i, r) = self.ring_ptrs(self.geo.cq_off, self.geo.cq_records());
+        // SAFETY: as in `sq_producer`.
+        unsafe { Producer::new(i, r, self.geo.cq_entries) }
+    }
+
+    /// The completion ring's consumer.
+    ///
+    /// # Safety
+    /// As [`SharedRegion::sq_producer`].
+    pub unsafe fn cq_consumer(&self) -> Consumer<Cqe> {
+        let (i, r) = self.ring_ptrs(self.geo.cq_off, self.geo.cq_records());
+        // SAFETY: as in `sq_producer`.
+        unsafe { Consumer::new(i, r, self.geo.cq_entries) }
+    }
+}
+
+/// The data area of a mapped region: a raw window that requests index by extent.
+#[derive(Clone, Copy, Debug)]
+pub struct DataArea {
+    base: *mut u8,
+    size: u64,
+}
+
+// SAFETY: access is coordinated by the ring protocol (an extent belongs to one
+// request in flight, and a request to one worker).
+unsafe impl Send for DataArea {}
+// SAFETY: as above.
+unsafe impl Sync for DataArea {}
+
+impl DataArea {
+    /// Builds a window over raw memory.
+    ///
+    /// # Safety
+    /// `base` must be valid for reads and writes of `size` bytes for as long
+    /// as the window and its copies are used.
+    pub unsafe fn from_raw(base: *mut u8, size: u64) -> Self {
+        DataArea { base, size }
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Start of the area.
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    /// A pointer to `off` (callers check `off + len <= size` first).
+    pub fn ptr(&self, off: u64) -> *mut u8 {
+        debug_assert!(off <= self.size);
+        self.base.wrapping_add(off as usize)
+    }
+
+    /// A shared view of an extent.
+    ///
+    /// # Safety
+    /// The extent must fit the area, and nobody may write it while the slice lives.
+    pub unsafe fn slice(&self, e: kgpu_common::abi::Extent) -> &[u8] {
+        // SAFETY: caller guarantees bounds and absence of writers.
+        unsafe { std::slice::from_raw_parts(self.ptr(e.off), e.len as usize) }
+    }
+
+    /// An exclusive view of an extent.
+    ///
+    /// # Safety
+    /// The extent must fit the area, and nobody else may access it while the
+    /// slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice_mut(&self, e: kgpu_common::abi::Extent) -> &mut [u8] {
+        // SAFETY: caller guarantees bounds and exclusivity.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr(e.off), e.len as usize) }
+    }
+}
+
+/// Waits while `word` equals `expected`, at most `timeout`. Works across
+/// processes on a shared mapping. Spurious returns are possible.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word`; `ts` lives for
+    // the call. Errors (EAGAIN, ETIMEDOUT, EINTR) are all "go and look again".
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+/// Wakes every waiter on `word`.
+pub fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}

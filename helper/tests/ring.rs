@@ -1,0 +1,359 @@
+//! The helper against the userspace stand-in over a real shared mapping:
+//! in-process with many submitter threads, and across processes with the
+//! helper killed mid-run.
+
+use kgpu_common::abi::{service, Extent, Status};
+use kgpu_helper::backend::CpuBackend;
+use kgpu_helper::dispatch::CpuServices;
+use kgpu_helper::serve::{serve, RegionTransport, ServeOptions};
+use kgpu_helper::shm::RegionSpec;
+use kgpu_helper::standin::{Request, SubmitError, Submitter};
+use kgpu_helper::stats::Stats;
+use kgpu_helper::workload::{random_aes, random_raid6_gen, Job, Rng, AES_OPS};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn small_spec() -> RegionSpec {
+    RegionSpec {
+        sq_entries: 64,
+        cq_entries: 128,
+        data_size: 32 << 20,
+    }
+}
+
+/// Runs a helper serve loop on a thread of this process.
+struct InProcessHelper {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcessHelper {
+    fn start(sub: &Submitter, workers: usize) -> Self {
+        let region = Arc::clone(sub.region());
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut be = CpuBackend::new(region.data(), workers);
+            let stats = Stats::default();
+            serve(
+                &region,
+                &RegionTransport,
+                &mut be,
+                &s2,
+                ServeOptions::default(),
+                &stats,
+            )
+            .unwrap();
+        });
+        let t0 = Instant::now();
+        while !sub.helper_attached() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "helper never attached"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        InProcessHelper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for InProcessHelper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// Stages, submits (retrying while busy), waits, checks against the direct run.
+fn run_and_check(sub: &Submitter, job: &Job, services: &CpuServices) {
+    let want = job.direct(services);
+    let staged = loop {
+        if let Some(s) = job.stage(sub) {
+            break s;
+        }
+        std::thread::yield_now();
+    };
+    let t = loop {
+        match sub.submit(&staged.request) {
+            Ok(t) => break t,
+            Err(SubmitError::Busy) => std::thread::yield_now(),
+            Err(e) => panic!("submit: {e}"),
+        }
+    };
+    let c = sub.wait(t, Duration::from_secs(30)).expect("completion");
+    match want {
+        Ok(bytes) => {
+            assert_eq!(c.status, Status::Ok, "{}", job.name());
+            assert_eq!(
+                staged.output(sub, c.bytes),
+                bytes,
+                "{} output differs",
+                job.name()
+            );
+        }
+        Err(s) => assert_eq!(c.status, s, "{}", job.name()),
+    }
+    staged.free(sub);
+}
+
+#[test]
+fn many_submitters_one_helper_every_result_checked() {
+    let sub = Arc::new(Submitter::create(None, small_spec()).unwrap());
+    let _helper = InProcessHelper::start(&sub, 2);
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let sub = Arc::clone(&sub);
+            std::thread::spawn(move || {
+                let services = CpuServices::new();
+                let mut rng = Rng::new(t + 1);
+                for _ in 0..300 {
+                    let job = match rng.below(3) {
+                        0 => {
+                            let n = rng.below(70000) as usize + 1;
+                            Job::echo(rng.bytes(n))
+                        }
+                        1 => {
+                            let op = AES_OPS[rng.below(AES_OPS.len() as u64) as usize];
+                            let len = rng.below(40000) as usize + 16;
+                            random_aes(&mut rng, op, len)
+                        }
+                        _ => {
+                            let disks = 4 + rng.below(13) as u32;
+                            let unit = 64 * (1 + rng.below(64) as u32);
+                            random_raid6_gen(&mut rng, disks, unit)
+                        }
+                    };
+                    run_and_check(&sub, &job, &services);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let st = sub.stats();
+    assert_eq!(st.submitted, 1200);
+    assert_eq!(st.completed, 1200);
+    assert_eq!(st.rejected, 0);
+    assert_eq!(sub.in_flight(), 0);
+}
+
+#[test]
+fn bad_requests_get_errors_and_the_helper_keeps_serving() {
+    let sub = Submitter::create(None, small_spec()).unwrap();
+    let _helper = InProcessHelper::start(&sub, 0);
+    let size = sub.region().geometry().data_size;
+    let buf = sub.alloc(4096).unwrap();
+    let key = sub.alloc(32).unwrap();
+    let mut cases: Vec<(Request, Status)> = Vec::new();
+    let mut r = Request::new(99, 1);
+    r.input = buf;
+    r.output = buf;
+    cases.push((r, Status::UnknownService));
+    let mut r = Request::new(service::AES, 77);
+    r.input = buf;
+    r.output = buf;
+    r.key = key;
+    cases.push((r, Status::UnknownOp));
+    let mut r = Request::new(service::ECHO, 0);
+    r.input = Extent::new(size - 10, 20);
+    r.output = buf;
+    cases.push((r, Status::BadExtent));
+    let mut r = Request::new(service::ECHO, 0);
+    r.input = Extent::new(u64::MAX - 5, 10);
+    r.output = buf;
+    cases.push((r, Status::BadExtent));
+    let mut r = Request::new(service::ECHO, 0);
+    r.input = Extent::new(buf.off, 2048);
+    r.output = Extent::new(buf.off + 1024, 2048);
+    cases.push((r, Status::BadExtent));
+    // AES with a 17-byte key.
+    let mut r = Request::new(service::AES, kgpu_aes::proto::op::ECB_ENC);
+    r.input = buf;
+    r.output = buf;
+    r.key = Extent::new(key.off, 17);
+    cases.push((r, Status::BadKey));
+    // AES-CBC on a length that is not a whole number of blocks.
+    let mut r = Request::new(service::AES, kgpu_aes::proto::op::CBC_ENC);
+    r.input = Extent::new(buf.off, 100);
+    r.output = r.input;
+    r.key = Extent::new(key.off, 16);
+    r.params = kgpu_aes::proto::AesParams::single([0; 16]).to_bytes();
+    cases.push((r, Status::BadLength));
+    // RAID6 with 3 disks.
+    let mut r = Request::new(service::RAID6, kgpu_raid6::proto::op::GEN_SYNDROME);
+    r.input = Extent::new(buf.off, 64);
+    r.output = Extent::new(key.off, 0);
+    r.count = 3;
+    r.unit = 64;
+    cases.push((r, Status::BadParams));
+    for (req, want) in cases {
+        let t = sub.submit(&req).unwrap();
+        let c = sub.wait(t, Duration::from_secs(10)).unwrap();
+        assert_eq!(c.status, want, "{req:?}");
+        assert_eq!(c.bytes, 0);
+    }
+    // Still serving.
+    let services = CpuServices::new();
+    run_and_check(&sub, &Job::echo(vec![7; 5000]), &services);
+}
+
+#[test]
+fn submit_without_helper_says_so() {
+    let sub = Submitter::create(None, small_spec()).unwrap();
+    let e = sub.alloc(16).unwrap();
+    let mut r = Request::new(service::ECHO, 0);
+    r.input = e;
+    r.output = e;
+    assert_eq!(sub.submit(&r), Err(SubmitError::NoHelper));
+}
+
+fn helper_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kgpu-helper")
+}
+
+fn spawn_helper(path: &std::path::Path) -> Child {
+    Command::new(helper_bin())
+        .args([
+            "serve",
+            "--backend",
+            "cpu",
+            "--cpu-workers",
+            "1",
+            "--region",
+        ])
+        .arg(path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_attached(sub: &Submitter) {
+    let t0 = Instant::now();
+    while !sub.helper_attached() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "helper never attached"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn helper_killed_mid_run_loses_nothing_and_a_new_helper_takes_over() {
+    let dir = std::env::temp_dir().join(format!("kgpu-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("region");
+    let spec = RegionSpec {
+        data_size: 128 << 20,
+        ..small_spec()
+    };
+    let sub = Arc::new(Submitter::create(Some(&path), spec).unwrap());
+    let mut child = spawn_helper(&path);
+    wait_attached(&sub);
+    // A second helper on the same region is refused.
+    let second = Command::new(helper_bin())
+        .args(["serve", "--backend", "cpu", "--region"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let msg = String::from_utf8_lossy(&second.stderr);
+    assert!(msg.contains("another helper is attached"), "{msg}");
+
+    // Keep the queue full of large requests, kill the helper under load.
+    let services = CpuServices::new();
+    let mut rng = Rng::new(42);
+    let mut pending = Vec::new();
+    let mut killed_at = None;
+    let (mut ok, mut failed) = (0u32, 0u32);
+    let t0 = Instant::now();
+    let mut frozen = false;
+    while t0.elapsed() < Duration::from_secs(20) {
+        if killed_at.is_none() && ok > 20 && !frozen {
+            // Freeze the helper so the requests submitted next are surely
+            // in flight when it dies.
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGSTOP,
+            )
+            .unwrap();
+            frozen = true;
+        }
+        while pending.len() < 48 {
+            let job = random_aes(&mut rng, kgpu_aes::proto::op::XTS_ENC, 1 << 20);
+            let Some(st) = job.stage(&sub) else { break };
+            match sub.submit(&st.request) {
+                Ok(t) => pending.push((job, st, t)),
+                Err(SubmitError::NoHelper) => {
+                    st.free(&sub);
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        if frozen && killed_at.is_none() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            killed_at = Some(Instant::now());
+        }
+        if pending.is_empty() {
+            break;
+        }
+        let (job, st, t) = pending.remove(0);
+        let c = sub
+            .wait(t, Duration::from_secs(5))
+            .expect("bounded wait after a helper death");
+        match c.status {
+            Status::Ok => {
+                assert_eq!(st.output(&sub, c.bytes), job.direct(&services).unwrap());
+                ok += 1;
+            }
+            Status::NoHelper => failed += 1,
+            s => panic!("unexpected status {s:?}"),
+        }
+        st.free(&sub);
+    }
+    let killed_at = killed_at.expect("the helper was killed");
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(10),
+        "detection took too long"
+    );
+    assert!(
+        failed > 0,
+        "requests in flight at the kill were reported failed"
+    );
+    let stats = sub.stats();
+    assert_eq!(stats.failed_no_helper, failed as u64);
+    assert_eq!(stats.submitted, stats.completed + stats.failed_no_helper);
+    assert_eq!(sub.in_flight(), 0);
+
+    // A new helper attaches to the reset region and serves.
+    let mut child2 = spawn_helper(&path);
+    wait_attached(&sub);
+    for _ in 0..20 {
+        run_and_check(
+            &sub,
+            &random_aes(&mut rng, kgpu_aes::proto::op::CTR, 10000),
+            &services,
+        );
+    }
+    // SIGTERM: it finishes and exits cleanly.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child2.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child2.wait().unwrap();
+    assert!(status.success(), "clean exit on SIGTERM");
+    let _ = std::fs::remove_dir_all(&dir);
+}
