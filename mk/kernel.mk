@@ -1,0 +1,31 @@
+# Kernel-side targets of kgpu-rs, included by the root Makefile.
+# SPDX-License-Identifier: GPL-2.0-only
+#
+#   make kernel-toolchain  Debian packages (as root) and bindgen-cli 0.70 for the test kernel
+#   make kernel            build (or reuse) the cached Rust-enabled test kernel
+#   make kmod [KDIR=...]   build kmod/kgpu.ko (default KDIR: the cached test kernel)
+#   make kmod-clean
+#   make test-kernel       boot the test kernel in qemu and run the in-guest tests
+#
+# The cache lives in $(KGPU_CACHE) (default ~/.cache/kgpu-rs), keyed by kernel
+# version, config fragment and rustc version.
+
+KGPU_TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))..)
+KGPU_KSCRIPTS := $(KGPU_TOP)/scripts/kernel
+
+.PHONY: kernel-toolchain kernel kmod kmod-clean test-kernel
+
+kernel-toolchain:
+	$(KGPU_KSCRIPTS)/setup-toolchain $(if $(filter 0,$(shell id -u)),--apt)
+
+kernel:
+	$(KGPU_KSCRIPTS)/build-kernel
+
+kmod:
+	$(KGPU_KSCRIPTS)/build-kmod $(KDIR)
+
+kmod-clean:
+	$(KGPU_KSCRIPTS)/build-kmod --clean $(KDIR)
+
+test-kernel:
+	$(KGPU_TOP)/scripts/qemu-test
