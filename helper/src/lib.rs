@@ -2,8 +2,10 @@
 //! stand-in) on a GPU or the CPU.
 
 pub mod backend;
+pub mod bench;
 pub mod device;
 pub mod dispatch;
+pub mod selftest;
 pub mod serve;
 pub mod shm;
 pub mod standin;

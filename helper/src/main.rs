@@ -2,14 +2,18 @@
 
 use clap::{Parser, Subcommand};
 use kgpu_helper::backend::{Backend, CpuBackend};
+use kgpu_helper::bench::{parse_size, Mode, Plan};
+use kgpu_helper::selftest;
 use kgpu_helper::serve::{serve, DeviceTransport, RegionTransport, ServeOptions};
 use kgpu_helper::shm::{RegionSpec, SharedRegion};
+use kgpu_helper::standin::Submitter;
 use kgpu_helper::stats::Stats;
 use kgpu_helper::{device, serve::Transport};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +54,51 @@ enum Cmd {
         cpu_workers: usize,
         /// Data-area size in MiB of the region handed to the kernel.
         #[arg(long, default_value_t = 256)]
+        data_mib: u64,
+    },
+    /// Run every service's known answers and random cross-checks through the
+    /// ring (userspace stand-in) on the chosen backend.
+    Selftest {
+        /// Which backend serves the ring.
+        #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
+        backend: BackendKind,
+        /// CPU worker threads of the CPU backend.
+        #[arg(long, default_value_t = 1)]
+        cpu_workers: usize,
+    },
+    /// Measure throughput and latency through the ring (and, with
+    /// --compare, the same work called directly on the CPU).
+    Bench {
+        /// Which backend the helper uses.
+        #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
+        backend: BackendKind,
+        /// Modes (comma separated): echo, aes128-ecb, aes128-ctr, aes128-xts, aes128-cbc-dec, aes128-cbc-enc, raid6-gen16.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "aes128-xts,aes128-ctr,aes128-ecb,raid6-gen16"
+        )]
+        modes: Vec<String>,
+        /// Request sizes (comma separated, K/M suffixes).
+        #[arg(long, value_delimiter = ',', default_value = "4K,64K,1M,16M")]
+        sizes: Vec<String>,
+        /// Queue depths (comma separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+        depths: Vec<usize>,
+        /// Milliseconds per measurement.
+        #[arg(long, default_value_t = 300)]
+        millis: u64,
+        /// Also time the same work called directly on one CPU thread.
+        #[arg(long)]
+        compare: bool,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// CPU worker threads of the helper's CPU backend.
+        #[arg(long, default_value_t = 1)]
+        cpu_workers: usize,
+        /// Data-area size of the benchmark region, MiB.
+        #[arg(long, default_value_t = 1024)]
         data_mib: u64,
     },
 }
@@ -102,6 +151,38 @@ fn make_backend(
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.cmd {
+        Cmd::Selftest {
+            backend,
+            cpu_workers,
+        } => selftest(backend, cpu_workers),
+        Cmd::Bench {
+            backend,
+            modes,
+            sizes,
+            depths,
+            millis,
+            compare,
+            json,
+            cpu_workers,
+            data_mib,
+        } => {
+            let modes = modes
+                .iter()
+                .map(|m| Mode::parse(m).ok_or_else(|| format!("unknown mode {m:?}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let sizes = sizes
+                .iter()
+                .map(|s| parse_size(s).ok_or_else(|| format!("bad size {s:?}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let plan = Plan {
+                modes,
+                sizes,
+                depths,
+                duration: Duration::from_millis(millis),
+                compare,
+            };
+            bench(backend, cpu_workers, data_mib, &plan, json)
+        }
         Cmd::Serve {
             device: dev_path,
             region,
@@ -153,4 +234,159 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
     }
+}
+
+fn backend_arg(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Auto => "auto",
+        BackendKind::Cpu => "cpu",
+        BackendKind::Cuda => "cuda",
+    }
+}
+
+/// A helper serving a region file, in a child process (so its CPU time can be
+/// measured apart from the submitter's).
+struct ChildHelper {
+    child: std::process::Child,
+    path: PathBuf,
+}
+
+impl ChildHelper {
+    fn start(
+        sub: &Submitter,
+        path: PathBuf,
+        backend: BackendKind,
+        cpu_workers: usize,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args([
+                "serve",
+                "--backend",
+                backend_arg(backend),
+                "--cpu-workers",
+                &cpu_workers.to_string(),
+                "--region",
+            ])
+            .arg(&path)
+            .spawn()?;
+        let mut h = ChildHelper { child, path };
+        let t0 = std::time::Instant::now();
+        while !sub.helper_attached() {
+            if let Some(st) = h.child.try_wait()? {
+                return Err(format!("the helper exited ({st}) before attaching").into());
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                return Err("the helper did not attach within 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(h)
+    }
+
+    /// User + system CPU time of the helper so far.
+    fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which may hold spaces) in parentheses.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    }
+
+    fn stop(mut self) -> Result<(), Box<dyn std::error::Error>> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let st = self.child.wait()?;
+        let _ = std::fs::remove_file(&self.path);
+        if !st.success() {
+            return Err(format!("the helper exited with {st}").into());
+        }
+        Ok(())
+    }
+}
+
+fn region_path(tag: &str) -> PathBuf {
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    dir.join(format!("kgpu-{tag}-{}.region", std::process::id()))
+}
+
+fn selftest(backend: BackendKind, cpu_workers: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let path = region_path("selftest");
+    let spec = RegionSpec {
+        data_size: 64 << 20,
+        ..RegionSpec::default()
+    };
+    let sub = Submitter::create(Some(&path), spec)?;
+    let helper = ChildHelper::start(&sub, path, backend, cpu_workers)?;
+    let services = kgpu_helper::dispatch::CpuServices::new();
+    let cases: Vec<_> = selftest::known_answers()
+        .into_iter()
+        .chain(selftest::random_cases(1, &services))
+        .collect();
+    let (mut pass, mut fail) = (0, 0);
+    for c in &cases {
+        match selftest::run_case(&sub, c) {
+            Ok(()) => {
+                pass += 1;
+                println!("PASS {}", c.name);
+            }
+            Err(e) => {
+                fail += 1;
+                println!("FAIL {}: {e}", c.name);
+            }
+        }
+    }
+    helper.stop()?;
+    println!("selftest: {pass} passed, {fail} failed");
+    if fail > 0 {
+        return Err(format!("{fail} self-test cases failed").into());
+    }
+    Ok(())
+}
+
+fn bench(
+    backend: BackendKind,
+    cpu_workers: usize,
+    data_mib: u64,
+    plan: &Plan,
+    json: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let path = region_path("bench");
+    let spec = RegionSpec {
+        data_size: data_mib << 20,
+        ..RegionSpec::default()
+    };
+    let sub = Submitter::create(Some(&path), spec)?;
+    let helper = ChildHelper::start(&sub, path, backend, cpu_workers)?;
+    let rows = kgpu_helper::bench::run(&sub, plan, &|| helper.cpu_time(), &mut |line| {
+        eprintln!("{line}")
+    });
+    helper.stop()?;
+    let rows = rows?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+            })
+            .unwrap_or_default();
+        println!(
+            "kgpu-helper bench: backend {}, CPU {cpu}",
+            backend_arg(backend)
+        );
+        print!("{}", kgpu_helper::bench::table(&rows, backend_arg(backend)));
+    }
+    Ok(())
 }
