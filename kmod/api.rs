@@ -1,0 +1,295 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! The in-kernel submission API.
+//!
+//! [`submit`] is asynchronous: it copies the request's parts into the data
+//! area, puts a record on the submission ring and returns; the callback runs
+//! later (from the helper's doorbell, the completion poll, a timeout or the
+//! helper's detach), exactly once, never under a lock. It may be called from
+//! any context: it neither sleeps nor allocates.
+//!
+//! [`call`] is synchronous: it sleeps (uninterruptibly, bounded by a timeout)
+//! until the answer is copied into the caller's buffer. On timeout the request
+//! is cancelled first, so the helper can never write into a buffer the caller
+//! reuses; the data area space it holds stays reserved until the helper
+//! answers or detaches.
+//!
+//! With no helper attached both return [`SubmitError::NoHelper`] at once, so
+//! callers take their CPU path.
+
+use crate::core_state::{self, Record, Sizes};
+use crate::kcommon::abi::{Status, PARAMS_LEN};
+use crate::kcommon::slots::Ticket;
+use crate::shim;
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// Completion callback: `ctx` is the value given to [`submit`].
+pub type DoneFn = fn(ctx: usize, outcome: &Outcome<'_>);
+
+/// The output of a completed request, in the data area. Only valid during the
+/// callback. The helper could still write the memory (it must not, but it is
+/// not trusted), so it is only read through copies.
+pub struct OutView<'a> {
+    ptr: *const u8,
+    len: usize,
+    _life: PhantomData<&'a [u8]>,
+}
+
+impl<'a> OutView<'a> {
+    /// A view of nothing (failed requests).
+    pub(crate) const fn empty() -> Self {
+        OutView {
+            ptr: core::ptr::null(),
+            len: 0,
+            _life: PhantomData,
+        }
+    }
+
+    /// # Safety
+    /// `ptr` must be valid for reads of `len` bytes for `'a`.
+    pub(crate) unsafe fn new(ptr: *const u8, len: usize) -> Self {
+        OutView {
+            ptr,
+            len,
+            _life: PhantomData,
+        }
+    }
+
+    /// Output bytes the helper reported (checked against the output size).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there is no output.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies output bytes starting at `off` into `dst`; returns how many.
+    pub fn copy_to(&self, off: usize, dst: &mut [u8]) -> usize {
+        if off >= self.len {
+            return 0;
+        }
+        let n = dst.len().min(self.len - off);
+        // SAFETY: `off + n <= len`, so the source is inside the view, valid by
+        // the contract of `new`; `dst` is a distinct kernel buffer.
+        unsafe { core::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), n) };
+        n
+    }
+}
+
+/// What a callback receives.
+pub struct Outcome<'a> {
+    /// `Ok`, an error the helper reported, `TimedOut` or `NoHelper` (detach).
+    pub status: Status,
+    /// Which backend ran it (`abi::backend`); 0 when it did not run.
+    pub backend: u32,
+    /// The output (empty unless `status` is `Ok`).
+    pub out: OutView<'a>,
+}
+
+/// Why a request was not submitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    /// No helper attached (or it is draining, detaching or broken).
+    NoHelper,
+    /// The ring, the slot table or the data area is full right now.
+    Busy,
+    /// A part is larger than `max_request_kb` or than the data area.
+    TooLarge,
+    /// Inconsistent request (in place with different sizes, sync call where
+    /// sleeping is not allowed).
+    Invalid,
+}
+
+/// One request.
+pub struct Job<'a> {
+    /// Service id (`abi::service`).
+    pub service: u16,
+    /// Service-defined operation.
+    pub op: u16,
+    /// Key tag (see `abi::Sqe::key_tag`).
+    pub key_tag: u64,
+    /// Key material.
+    pub key: &'a [u8],
+    /// Input data.
+    pub input: &'a [u8],
+    /// Auxiliary data.
+    pub aux: &'a [u8],
+    /// Size of the output area.
+    pub out_len: usize,
+    /// Output written over the input (`out_len` must equal the input length).
+    pub in_place: bool,
+    /// Service-defined unit.
+    pub unit: u32,
+    /// Service-defined count.
+    pub count: u32,
+    /// Service-defined parameters.
+    pub params: [u8; PARAMS_LEN],
+}
+
+impl Job<'_> {
+    /// An ECHO request: the helper copies `input` to the output.
+    pub fn echo(input: &[u8]) -> Job<'_> {
+        Job {
+            service: crate::kcommon::abi::service::ECHO,
+            op: 0,
+            key_tag: 0,
+            key: &[],
+            input,
+            aux: &[],
+            out_len: input.len(),
+            in_place: false,
+            unit: 0,
+            count: 0,
+            params: [0; PARAMS_LEN],
+        }
+    }
+}
+
+/// A submitted request, for [`cancel`].
+#[derive(Clone, Copy, Debug)]
+pub struct Handle {
+    epoch: u64,
+    ticket: Ticket,
+}
+
+/// True when a helper is attached and takes requests.
+pub fn attached() -> bool {
+    core_state::attached()
+}
+
+/// Submits `job`; `done(ctx, ..)` runs exactly once if this returns `Ok`.
+pub fn submit(job: &Job<'_>, done: DoneFn, ctx: usize) -> Result<Handle, SubmitError> {
+    let max = shim::max_request_bytes();
+    if job.input.len() > max || job.out_len > max || job.key.len() > max || job.aux.len() > max {
+        return Err(SubmitError::TooLarge);
+    }
+    if job.in_place && job.out_len != job.input.len() {
+        return Err(SubmitError::Invalid);
+    }
+    let r = core_state::reserve(&Sizes {
+        service: job.service,
+        key: job.key.len(),
+        input: job.input.len(),
+        output: job.out_len,
+        aux: job.aux.len(),
+        in_place: job.in_place,
+    })?;
+    // SAFETY: the reservation is live and each extent was allocated with the
+    // length of the slice copied into it.
+    unsafe {
+        r.fill(r.key, job.key);
+        r.fill(r.input, job.input);
+        r.fill(r.aux, job.aux);
+    }
+    let h = Handle {
+        epoch: r.epoch,
+        ticket: r.ticket,
+    };
+    let rec = Record {
+        op: job.op,
+        key_tag: job.key_tag,
+        unit: job.unit,
+        count: job.count,
+        params: job.params,
+    };
+    core_state::commit(r, job.service, &rec, done, ctx)?;
+    Ok(h)
+}
+
+/// Gives up on a submitted request if the helper has not answered yet.
+/// Returns true when its callback will never run; false when it ran or is
+/// running.
+pub fn cancel(h: &Handle) -> bool {
+    core_state::cancel(h.epoch, h.ticket)
+}
+
+/// Why a synchronous call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallError {
+    /// Not submitted.
+    Submit(SubmitError),
+    /// The helper answered with an error, or detached (`NoHelper`).
+    Failed(Status),
+    /// No answer within the timeout; the request was cancelled.
+    TimedOut,
+    /// The output did not fit the caller's buffer.
+    Overflow,
+}
+
+impl From<SubmitError> for CallError {
+    fn from(e: SubmitError) -> Self {
+        CallError::Submit(e)
+    }
+}
+
+struct SyncWait {
+    done: AtomicU32,
+    status: UnsafeCell<Status>,
+    bytes: UnsafeCell<usize>,
+    out: *mut u8,
+    cap: usize,
+}
+
+fn sync_done(ctx: usize, o: &Outcome<'_>) {
+    // SAFETY: `ctx` is the address of the `SyncWait` on the stack of `call`,
+    // which does not return before `done` is set unless `cancel` succeeded,
+    // in which case this callback never runs.
+    let w = unsafe { &*(ctx as *const SyncWait) };
+    let status = o.status;
+    let mut bytes = 0;
+    if status == Status::Ok {
+        if o.out.len() > w.cap {
+            bytes = usize::MAX;
+        } else {
+            // SAFETY: `out` is the caller's buffer of `cap` bytes, which only
+            // this callback writes while `call` waits.
+            let dst = unsafe { core::slice::from_raw_parts_mut(w.out, w.cap) };
+            bytes = o.out.copy_to(0, dst);
+        }
+    }
+    // SAFETY: the waiter reads these only after the release store below.
+    unsafe {
+        *w.status.get() = status;
+        *w.bytes.get() = bytes;
+    }
+    w.done.store(1, Ordering::Release);
+    shim::wake_waiters();
+}
+
+/// Runs `job` and waits for its output, copied into `out`; returns the output
+/// length. `timeout_ms` 0 means the `sync_timeout_ms` parameter. Sleeps: only
+/// for process context.
+pub fn call(job: &Job<'_>, out: &mut [u8], timeout_ms: u32) -> Result<usize, CallError> {
+    if !shim::may_sleep() {
+        return Err(CallError::Submit(SubmitError::Invalid));
+    }
+    let timeout = if timeout_ms == 0 { shim::sync_timeout_ms().max(1) } else { timeout_ms };
+    let w = SyncWait {
+        done: AtomicU32::new(0),
+        status: UnsafeCell::new(Status::TimedOut),
+        bytes: UnsafeCell::new(0),
+        out: out.as_mut_ptr(),
+        cap: out.len(),
+    };
+    let h = submit(job, sync_done, &w as *const SyncWait as usize)?;
+    if !shim::wait_word(&w.done, timeout) {
+        if cancel(&h) {
+            return Err(CallError::TimedOut);
+        }
+        // Completing right now: the callback is about to set the flag.
+        shim::wait_word(&w.done, 0);
+    }
+    // SAFETY: `done` was set with release ordering after these were written
+    // (the acquire load is inside the wait), and nothing writes them again.
+    let (status, bytes) = unsafe { (*w.status.get(), *w.bytes.get()) };
+    match status {
+        Status::Ok if bytes == usize::MAX => Err(CallError::Overflow),
+        Status::Ok => Ok(bytes),
+        Status::TimedOut => Err(CallError::TimedOut),
+        s => Err(CallError::Failed(s)),
+    }
+}

@@ -1,0 +1,1101 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! The attach state: the pinned region, both rings, the in-flight table, the
+//! data-area allocator; attach and detach; reaping completions; timeouts.
+//!
+//! Locking: one spinlock (interrupts off, [`Global`]) protects [`State`].
+//! Data is copied into and out of the data area *outside* the lock; a
+//! per-region user count keeps the mapping alive meanwhile, and detach waits
+//! for it to drop to zero before it unmaps anything. Callbacks run outside the
+//! lock.
+
+use crate::api::{DoneFn, Outcome, OutView, SubmitError};
+use crate::kcommon::abi::{
+    cq_flag, helper_state, sq_flag, Cqe, Extent, RegionHeader, RingIndices, Sqe, Status, HEADER_SIZE,
+    PAGE_SIZE,
+};
+use crate::kcommon::alloc::{bitmap_words, ExtentAllocator};
+use crate::kcommon::ioctl::{AttachArgs, KGPU_IOC_ATTACH, KGPU_IOC_DOORBELL, KGPU_IOC_DRAIN};
+use crate::kcommon::region::{reset_rings, Geometry, HeaderSnapshot, RegionError};
+use crate::kcommon::ring::{must_wake, Consumer, Producer, RingError};
+use crate::kcommon::slots::{Inflight, SlotEntry, Ticket};
+use crate::{shim, BufWriter, Counter, Global};
+use core::ffi::{c_uint, c_ulong, c_void};
+use core::fmt::Write;
+use core::ptr::addr_of;
+use core::sync::atomic::{AtomicU32, Ordering};
+use kernel::alloc::{flags::GFP_KERNEL, KBox, KVVec};
+use kernel::prelude::*;
+use kernel::time::Ktime;
+
+/// `poll()` readiness reported to the shim.
+pub(crate) const POLL_IN: u32 = 1;
+/// The helper should close: draining finished, or the rings are unusable.
+pub(crate) const POLL_HUP: u32 = 2;
+
+/// Data-area allocation unit: 4 KiB.
+const CHUNK_SHIFT: u32 = 12;
+/// Completions handled per lock round trip.
+const REAP_BATCH: usize = 32;
+/// How often the completion poll looks for timed-out requests.
+const TIMEOUT_SCAN_NS: i64 = 50_000_000;
+
+fn errno(e: i32) -> Error {
+    Error::from_errno(-e)
+}
+const EPROTO: i32 = 71;
+const EBADMSG: i32 = 74;
+const ENOTCONN: i32 = 107;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    /// Not in use.
+    Free,
+    /// Extents allocated, data being copied in; not on the ring yet.
+    Reserved,
+    /// On the ring or with the helper; the callback has not run.
+    Pending,
+    /// A reaper owns it and is running the callback.
+    Completing,
+    /// Given up on (timeout, broken helper): its extents stay allocated until
+    /// the helper completes it or detaches, but no callback will run.
+    Zombie,
+}
+
+#[derive(Clone, Copy)]
+struct SlotCtx {
+    state: SlotState,
+    done: Option<DoneFn>,
+    ctx: usize,
+    key: Extent,
+    input: Extent,
+    output: Extent,
+    aux: Extent,
+    in_place: bool,
+    service: u16,
+    bytes_in: u64,
+    submitted_ns: i64,
+}
+
+impl SlotCtx {
+    const FREE: SlotCtx = SlotCtx {
+        state: SlotState::Free,
+        done: None,
+        ctx: 0,
+        key: Extent::EMPTY,
+        input: Extent::EMPTY,
+        output: Extent::EMPTY,
+        aux: Extent::EMPTY,
+        in_place: false,
+        service: 0,
+        bytes_in: 0,
+        submitted_ns: 0,
+    };
+}
+
+struct Attached {
+    epoch: u64,
+    pages: *mut c_void,
+    npages: usize,
+    base: *mut u8,
+    geom: Geometry,
+    sq: Producer<Sqe>,
+    cq: Consumer<Cqe>,
+    slots: Inflight<KVVec<SlotEntry>>,
+    ctx: KVVec<SlotCtx>,
+    alloc: ExtentAllocator<KVVec<u64>>,
+    /// Submission entries promised to reservations not yet committed.
+    sq_reserved: u32,
+    /// No new submissions (drain ioctl, detach, broken rings).
+    draining: bool,
+    /// Detach in progress: no new users.
+    detaching: bool,
+    /// The helper broke the ring protocol: nothing more is read from it.
+    broken: bool,
+    /// Copies and callbacks in progress outside the lock.
+    users: AtomicU32,
+    pid: i32,
+    last_scan_ns: i64,
+}
+
+impl Attached {
+    fn header(&self) -> *const RegionHeader {
+        self.base.cast::<RegionHeader>()
+    }
+
+    fn sq_flags(&self) -> &AtomicU32 {
+        // SAFETY: the header lies in the first page of the pinned mapping,
+        // which lives as long as `self`; only the atomic field is referenced.
+        unsafe { &*addr_of!((*self.header()).sq_flags) }
+    }
+
+    fn sq_doorbell(&self) -> &AtomicU32 {
+        // SAFETY: as in `sq_flags`.
+        unsafe { &*addr_of!((*self.header()).sq_doorbell) }
+    }
+
+    fn data(&self) -> *mut u8 {
+        // SAFETY: `data_off` comes from the validated geometry and lies inside
+        // the mapping.
+        unsafe { self.base.add(self.geom.data_off as usize) }
+    }
+
+    fn free_extents(&mut self, c: &SlotCtx) {
+        let out = if c.in_place { Extent::EMPTY } else { c.output };
+        for e in [c.key, c.input, out, c.aux] {
+            // The extents are the kernel's own; a failure is a bug here.
+            if self.alloc.free(e).is_err() {
+                pr_err!("kgpu: internal error: freeing extent {}+{} failed\n", e.off, e.len);
+            }
+        }
+    }
+
+    /// Frees a slot and its extents.
+    fn retire(&mut self, t: Ticket) {
+        let c = self.ctx[t.slot as usize];
+        self.free_extents(&c);
+        self.ctx[t.slot as usize] = SlotCtx::FREE;
+        self.slots.release(t);
+    }
+
+    fn put_user(&self) {
+        if self.users.fetch_sub(1, Ordering::AcqRel) == 1 && self.detaching {
+            shim::wake_waiters();
+        }
+    }
+}
+
+struct State {
+    open: bool,
+    attaching: bool,
+    epoch: u64,
+    att: Option<KBox<Attached>>,
+}
+
+static STATE: Global<State> = Global::new(State {
+    open: false,
+    attaching: false,
+    epoch: 0,
+    att: None,
+});
+
+// ---- counters -------------------------------------------------------------
+
+/// Per-service counters.
+pub(crate) struct SvcStats {
+    pub(crate) submitted: Counter,
+    pub(crate) ok: Counter,
+    pub(crate) errors: Counter,
+    pub(crate) timeouts: Counter,
+    pub(crate) nohelper: Counter,
+    pub(crate) busy: Counter,
+    pub(crate) detach_failed: Counter,
+    pub(crate) bytes_in: Counter,
+    pub(crate) bytes_out: Counter,
+    pub(crate) latency_ns: Counter,
+}
+
+impl SvcStats {
+    const fn new() -> Self {
+        SvcStats {
+            submitted: Counter::new(),
+            ok: Counter::new(),
+            errors: Counter::new(),
+            timeouts: Counter::new(),
+            nohelper: Counter::new(),
+            busy: Counter::new(),
+            detach_failed: Counter::new(),
+            bytes_in: Counter::new(),
+            bytes_out: Counter::new(),
+            latency_ns: Counter::new(),
+        }
+    }
+}
+
+/// Indexed by service id (0: unknown ids).
+static SVC: [SvcStats; 4] = [SvcStats::new(), SvcStats::new(), SvcStats::new(), SvcStats::new()];
+
+pub(crate) fn svc(service: u16) -> &'static SvcStats {
+    &SVC[if (service as usize) < SVC.len() { service as usize } else { 0 }]
+}
+
+static ATTACHES: Counter = Counter::new();
+static ATTACH_REFUSED: Counter = Counter::new();
+static DETACHES: Counter = Counter::new();
+static OPEN_REFUSED: Counter = Counter::new();
+static BAD_COMPLETIONS: Counter = Counter::new();
+static RING_CORRUPT: Counter = Counter::new();
+static DOORBELLS: Counter = Counter::new();
+static POLLS: Counter = Counter::new();
+static LATE_COMPLETIONS: Counter = Counter::new();
+
+fn now_ns() -> i64 {
+    Ktime::ktime_get().to_ns()
+}
+
+// ---- open / release / poll --------------------------------------------------
+
+pub(crate) fn open() -> Result {
+    STATE.with(|s| {
+        if s.open {
+            OPEN_REFUSED.add(1);
+            Err(EBUSY)
+        } else {
+            s.open = true;
+            Ok(())
+        }
+    })
+}
+
+pub(crate) fn release() {
+    detach();
+    STATE.with(|s| s.open = false);
+}
+
+pub(crate) fn poll_mask() -> u32 {
+    STATE.with(|s| {
+        let Some(a) = s.att.as_mut() else { return 0 };
+        if a.broken {
+            return POLL_HUP;
+        }
+        let mut m = 0;
+        match a.sq.space() {
+            Ok(free) if free < a.sq.entries() => m |= POLL_IN,
+            Ok(_) => {}
+            Err(_) => return POLL_HUP,
+        }
+        if a.draining && a.slots.in_flight() == 0 {
+            m |= POLL_HUP;
+        }
+        m
+    })
+}
+
+pub(crate) fn assert_detached() {
+    if STATE.with(|s| s.att.is_some()) {
+        pr_err!("kgpu: unloading with a region attached\n");
+    }
+}
+
+/// True when a helper is attached and takes requests.
+pub(crate) fn attached() -> bool {
+    STATE.with(|s| matches!(s.att.as_ref(), Some(a) if !a.draining))
+}
+
+// ---- ioctl ------------------------------------------------------------------
+
+pub(crate) fn ioctl(cmd: c_uint, arg: c_ulong) -> Result<i64> {
+    match cmd {
+        KGPU_IOC_ATTACH => attach(arg).map(|()| 0),
+        KGPU_IOC_DOORBELL => {
+            if !STATE.with(|s| s.att.is_some()) {
+                return Err(errno(ENOTCONN));
+            }
+            DOORBELLS.add(1);
+            reap();
+            Ok(0)
+        }
+        KGPU_IOC_DRAIN => {
+            let ok = STATE.with(|s| match s.att.as_mut() {
+                Some(a) => {
+                    a.draining = true;
+                    true
+                }
+                None => false,
+            });
+            if !ok {
+                return Err(errno(ENOTCONN));
+            }
+            shim::wake_helper();
+            Ok(0)
+        }
+        _ => Err(ENOTTY),
+    }
+}
+
+fn refuse(why: &str, e: Error) -> Result {
+    ATTACH_REFUSED.add(1);
+    pr_warn!("kgpu: attach refused: {}\n", why);
+    Err(e)
+}
+
+fn attach(arg: c_ulong) -> Result {
+    let mut raw = [0u8; core::mem::size_of::<AttachArgs>()];
+    // SAFETY: `raw` is a local buffer of exactly the copied length.
+    if unsafe { shim::kgpu_shim_copy_from_user(raw.as_mut_ptr().cast(), arg, raw.len() as c_ulong) } != 0 {
+        return refuse("argument not readable", EFAULT);
+    }
+    let u32_at = |o: usize| u32::from_ne_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]);
+    let u64_at = |o: usize| u64::from(u32_at(o)) | (u64::from(u32_at(o + 4)) << 32);
+    let args = AttachArgs {
+        version: u32_at(0),
+        flags: u32_at(4),
+        addr: u64_at(8),
+        len: u64_at(16),
+    };
+    if args.version != crate::kcommon::abi::ABI_VERSION {
+        pr_warn!(
+            "kgpu: helper speaks ABI {}, this module ABI {}\n",
+            args.version,
+            crate::kcommon::abi::ABI_VERSION
+        );
+        return refuse("ABI version mismatch", errno(EPROTO));
+    }
+    if args.flags != 0 {
+        return refuse("reserved flags set", EINVAL);
+    }
+    if args.addr % PAGE_SIZE != 0 || args.len % PAGE_SIZE != 0 {
+        return refuse("address or length not page aligned", EINVAL);
+    }
+    if args.len < 4 * u64::from(HEADER_SIZE) {
+        return refuse("region too small", EINVAL);
+    }
+    if args.len > shim::max_region_bytes() {
+        return refuse("region larger than max_region_mb", EFBIG);
+    }
+    if args.addr.checked_add(args.len).is_none() {
+        return refuse("region wraps the address space", EFAULT);
+    }
+
+    let busy = STATE.with(|s| {
+        if s.att.is_some() || s.attaching {
+            true
+        } else {
+            s.attaching = true;
+            false
+        }
+    });
+    if busy {
+        return refuse("a region is already attached", EBUSY);
+    }
+    let r = build(&args);
+    let installed = STATE.with(|s| {
+        s.attaching = false;
+        match r {
+            Ok(mut a) => {
+                s.epoch += 1;
+                a.epoch = s.epoch;
+                s.att = Some(a);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    });
+    if installed.is_ok() {
+        ATTACHES.add(1);
+    } else {
+        ATTACH_REFUSED.add(1);
+    }
+    installed
+}
+
+/// Pins and checks the region, and builds the kernel's view of it.
+fn build(args: &AttachArgs) -> Result<KBox<Attached>> {
+    let npages = (args.len / PAGE_SIZE) as usize;
+    let mut pages: *mut c_void = core::ptr::null_mut();
+    let mut vaddr: *mut c_void = core::ptr::null_mut();
+    // SAFETY: the out-pointers are locals; the shim pins the calling process's
+    // pages (this is the helper's ioctl) and maps them.
+    let ret = unsafe {
+        shim::kgpu_shim_pin_map(args.addr as c_ulong, npages as c_ulong, &mut pages, &mut vaddr)
+    };
+    if ret != 0 {
+        pr_warn!("kgpu: attach refused: pinning {} pages failed ({})\n", npages, ret);
+        return Err(Error::from_errno(ret));
+    }
+    let base = vaddr.cast::<u8>();
+    let unpin = || {
+        // SAFETY: undoes the successful pin_map above; nothing else uses the mapping.
+        unsafe { shim::kgpu_shim_unpin_unmap(pages, npages as c_ulong, vaddr) }
+    };
+
+    // SAFETY: the mapping is at least 4 pages, more than one header.
+    let snap = unsafe { HeaderSnapshot::read(base.cast::<RegionHeader>()) };
+    let geom = match snap.validate(args.len) {
+        Ok(g) => g,
+        Err(e) => {
+            unpin();
+            pr_warn!("kgpu: attach refused: bad region header: {}\n", e.as_str());
+            return Err(match e {
+                RegionError::BadVersion { .. } => errno(EPROTO),
+                _ => errno(EBADMSG),
+            });
+        }
+    };
+
+    let tables = (|| -> Result<_> {
+        let slots = KVVec::from_elem(SlotEntry::default(), geom.cq_entries as usize, GFP_KERNEL)?;
+        let ctx = KVVec::from_elem(SlotCtx::FREE, geom.cq_entries as usize, GFP_KERNEL)?;
+        let bits = KVVec::from_elem(0u64, bitmap_words(geom.data_size, CHUNK_SHIFT), GFP_KERNEL)?;
+        Ok((slots, ctx, bits))
+    })();
+    let (slots, ctx, bits) = match tables {
+        Ok(t) => t,
+        Err(e) => {
+            unpin();
+            return Err(e);
+        }
+    };
+
+    // SAFETY: `base` maps `geom.region_size` bytes (validated equal to the
+    // pinned length); the helper does not touch the rings before the ioctl
+    // returns.
+    unsafe { reset_rings(base, &geom) };
+    // SAFETY: offsets come from the validated geometry, inside the mapping,
+    // which lives as long as the `Attached` that owns the ends; the kernel is
+    // the only producer of the SQ and the only consumer of the CQ.
+    let (sq, cq) = unsafe {
+        (
+            Producer::new(
+                base.add(geom.sq_off as usize).cast::<RingIndices>(),
+                base.add(geom.sq_records() as usize).cast::<Sqe>(),
+                geom.sq_entries,
+            ),
+            Consumer::new(
+                base.add(geom.cq_off as usize).cast::<RingIndices>(),
+                base.add(geom.cq_records() as usize).cast::<Cqe>(),
+                geom.cq_entries,
+            ),
+        )
+    };
+    let pid = kernel::current!().group_leader().pid();
+    let a = Attached {
+        epoch: 0,
+        pages,
+        npages,
+        base,
+        geom,
+        sq,
+        cq,
+        slots: Inflight::new(slots),
+        ctx,
+        alloc: ExtentAllocator::new(bits, geom.data_size, CHUNK_SHIFT),
+        sq_reserved: 0,
+        draining: false,
+        detaching: false,
+        broken: false,
+        users: AtomicU32::new(0),
+        pid,
+        last_scan_ns: now_ns(),
+    };
+    let hdr = a.header();
+    // SAFETY: atomic fields of the mapped header.
+    unsafe {
+        (*addr_of!((*hdr).cq_flags)).store(cq_flag::NEED_WAKEUP, Ordering::Relaxed);
+        (*addr_of!((*hdr).helper_pid)).store(pid as u32, Ordering::Relaxed);
+        (*addr_of!((*hdr).helper_state)).store(helper_state::ATTACHED, Ordering::Release);
+    }
+    match KBox::new(a, GFP_KERNEL) {
+        Ok(b) => {
+            pr_info!(
+                "kgpu: helper {} attached: region {} KiB, sq {}, cq {}, data {} KiB\n",
+                pid,
+                geom.region_size >> 10,
+                geom.sq_entries,
+                geom.cq_entries,
+                geom.data_size >> 10
+            );
+            Ok(b)
+        }
+        Err(e) => {
+            unpin();
+            Err(e.into())
+        }
+    }
+}
+
+/// Tears the region down: no new users, wait for the current ones, fail
+/// everything still in flight, unpin. Runs when `/dev/kgpu` is closed.
+fn detach() {
+    let users = STATE.with(|s| {
+        let a = s.att.as_mut()?;
+        a.detaching = true;
+        a.draining = true;
+        Some(&a.users as *const AtomicU32)
+    });
+    let Some(users) = users else { return };
+    // SAFETY: the `Attached` stays in `STATE` (boxed, so at a fixed address)
+    // until this function takes it out below; only detach removes it, and
+    // release runs once per open.
+    shim::wait_zero(unsafe { &*users }, 0);
+    // SAFETY: process context (file release); the poll work may run reap(),
+    // which takes users only while `detaching` is false.
+    unsafe { shim::kgpu_shim_cancel_poll() };
+    let Some(mut a) = STATE.with(|s| s.att.take()) else { return };
+
+    let mut failed = 0u64;
+    for i in 0..a.ctx.len() {
+        let c = a.ctx[i];
+        if c.state == SlotState::Pending {
+            if let Some(done) = c.done {
+                let o = Outcome {
+                    status: Status::NoHelper,
+                    backend: 0,
+                    out: OutView::empty(),
+                };
+                done(c.ctx, &o);
+            }
+            svc(c.service).detach_failed.add(1);
+            failed += 1;
+        }
+        a.ctx[i] = SlotCtx::FREE;
+    }
+    let hdr = a.header();
+    // SAFETY: atomic fields of the still-mapped header.
+    unsafe {
+        (*addr_of!((*hdr).helper_state)).store(helper_state::DETACHED, Ordering::Release);
+        (*addr_of!((*hdr).helper_pid)).store(0, Ordering::Relaxed);
+    }
+    // SAFETY: no user remains (waited above) and `a` is out of the shared
+    // state, so nothing references the mapping any more.
+    unsafe { shim::kgpu_shim_unpin_unmap(a.pages, a.npages as c_ulong, a.base.cast()) };
+    DETACHES.add(1);
+    pr_info!("kgpu: helper {} detached, {} requests failed\n", a.pid, failed);
+    shim::wake_waiters();
+}
+
+// ---- submission -------------------------------------------------------------
+
+/// Space reserved for a request: a slot and its extents, data not yet copied.
+pub(crate) struct Reservation {
+    pub(crate) epoch: u64,
+    pub(crate) ticket: Ticket,
+    data: *mut u8,
+    pub(crate) key: Extent,
+    pub(crate) input: Extent,
+    pub(crate) output: Extent,
+    pub(crate) aux: Extent,
+}
+
+impl Reservation {
+    /// Copies `src` into the data area at `e`.
+    ///
+    /// # Safety
+    /// The reservation must be live (reserved, not yet committed or aborted)
+    /// and `e` one of its extents with `src.len() <= e.len`.
+    pub(crate) unsafe fn fill(&self, e: Extent, src: &[u8]) {
+        // SAFETY: the extent came from the allocator over this data area and
+        // the mapping is held alive by the reservation's user count; the
+        // helper may read it concurrently, which it may not rely on anyway.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(e.off as usize), src.len()) };
+    }
+}
+
+/// Sizes of the parts of a request.
+pub(crate) struct Sizes {
+    pub(crate) service: u16,
+    pub(crate) key: usize,
+    pub(crate) input: usize,
+    pub(crate) output: usize,
+    pub(crate) aux: usize,
+    pub(crate) in_place: bool,
+}
+
+pub(crate) fn reserve(z: &Sizes) -> core::result::Result<Reservation, SubmitError> {
+    let st = svc(z.service);
+    let r = STATE.with(|s| {
+        let Some(a) = s.att.as_mut() else { return Err(SubmitError::NoHelper) };
+        if a.draining {
+            return Err(SubmitError::NoHelper);
+        }
+        match a.sq.space() {
+            Ok(free) if free > a.sq_reserved => {}
+            Ok(_) => return Err(SubmitError::Busy),
+            Err(_) => {
+                mark_broken(a, "submission ring head out of range");
+                return Err(SubmitError::NoHelper);
+            }
+        }
+        let out_len = if z.in_place { 0 } else { z.output };
+        let t = a.slots.alloc(z.output as u64).ok_or(SubmitError::Busy)?;
+        let mut ext = [Extent::EMPTY; 4];
+        for (i, len) in [z.key, z.input, out_len, z.aux].into_iter().enumerate() {
+            match a.alloc.alloc(len as u64) {
+                Some(e) => ext[i] = e,
+                None => {
+                    for e in &ext[..i] {
+                        let _ = a.alloc.free(*e);
+                    }
+                    a.slots.release(t);
+                    return Err(SubmitError::Busy);
+                }
+            }
+        }
+        if z.in_place {
+            ext[2] = ext[1];
+        }
+        a.ctx[t.slot as usize] = SlotCtx {
+            state: SlotState::Reserved,
+            key: ext[0],
+            input: ext[1],
+            output: ext[2],
+            aux: ext[3],
+            in_place: z.in_place,
+            service: z.service,
+            bytes_in: z.input as u64,
+            ..SlotCtx::FREE
+        };
+        a.sq_reserved += 1;
+        a.users.fetch_add(1, Ordering::AcqRel);
+        Ok(Reservation {
+            epoch: a.epoch,
+            ticket: t,
+            data: a.data(),
+            key: ext[0],
+            input: ext[1],
+            output: ext[2],
+            aux: ext[3],
+        })
+    });
+    match &r {
+        Err(SubmitError::NoHelper) => st.nohelper.add(1),
+        Err(SubmitError::Busy) => st.busy.add(1),
+        _ => {}
+    }
+    r
+}
+
+/// The fields of a submission record that are not extents.
+pub(crate) struct Record {
+    pub(crate) op: u16,
+    pub(crate) key_tag: u64,
+    pub(crate) unit: u32,
+    pub(crate) count: u32,
+    pub(crate) params: [u8; crate::kcommon::abi::PARAMS_LEN],
+}
+
+/// Publishes a filled reservation; `done(ctx, ..)` runs exactly once unless
+/// this returns an error.
+pub(crate) fn commit(
+    r: Reservation,
+    service: u16,
+    rec: &Record,
+    done: DoneFn,
+    ctx: usize,
+) -> core::result::Result<(), SubmitError> {
+    let res = STATE.with(|s| {
+        let Some(a) = s.att.as_mut() else { return Err(SubmitError::NoHelper) };
+        if a.epoch != r.epoch {
+            return Err(SubmitError::NoHelper);
+        }
+        a.sq_reserved -= 1;
+        let sqe = Sqe {
+            slot: r.ticket.slot,
+            gen: r.ticket.gen,
+            service,
+            op: rec.op,
+            flags: 0,
+            key_tag: rec.key_tag,
+            key: r.key,
+            input: r.input,
+            output: r.output,
+            aux: r.aux,
+            unit: rec.unit,
+            count: rec.count,
+            params: rec.params,
+        };
+        let staged = if a.draining {
+            Err(SubmitError::NoHelper)
+        } else {
+            match a.sq.push(sqe) {
+                Ok(()) => Ok(()),
+                Err(RingError::Full) | Err(RingError::Corrupt { .. }) => {
+                    // Space was reserved: only a consumer moving its head
+                    // backwards gets here.
+                    mark_broken(a, "submission ring head moved backwards");
+                    Err(SubmitError::NoHelper)
+                }
+            }
+        };
+        match staged {
+            Ok(()) => {
+                let c = &mut a.ctx[r.ticket.slot as usize];
+                c.state = SlotState::Pending;
+                c.done = Some(done);
+                c.ctx = ctx;
+                c.submitted_ns = now_ns();
+                if must_wake(a.sq_flags(), sq_flag::NEED_WAKEUP) {
+                    a.sq_doorbell().fetch_add(1, Ordering::Release);
+                }
+            }
+            Err(_) => a.retire(r.ticket),
+        }
+        a.put_user();
+        staged
+    });
+    let st = svc(service);
+    match res {
+        Ok(()) => {
+            st.submitted.add(1);
+            shim::wake_helper();
+            shim::kick_poll();
+        }
+        Err(_) => st.nohelper.add(1),
+    }
+    res
+}
+
+/// Gives up on a request still waiting for the helper: its callback will not
+/// run. Returns false when it is completing or completed (the callback runs
+/// or ran).
+pub(crate) fn cancel(epoch: u64, t: Ticket) -> bool {
+    let service = STATE.with(|s| {
+        let a = s.att.as_mut()?;
+        if a.epoch != epoch || !a.slots.is_current(t.slot, t.gen) {
+            return None;
+        }
+        let c = &mut a.ctx[t.slot as usize];
+        if c.state != SlotState::Pending {
+            return None;
+        }
+        c.state = SlotState::Zombie;
+        Some(c.service)
+    });
+    match service {
+        Some(sv) => {
+            svc(sv).timeouts.add(1);
+            true
+        }
+        None => false,
+    }
+}
+
+fn mark_broken(a: &mut Attached, why: &str) {
+    if !a.broken {
+        RING_CORRUPT.add(1);
+        pr_err!("kgpu: helper {} broke the ring protocol ({}); no more requests go to it\n", a.pid, why);
+    }
+    a.broken = true;
+    a.draining = true;
+}
+
+// ---- completion -------------------------------------------------------------
+
+struct Reaped {
+    ticket: Ticket,
+    done: Option<DoneFn>,
+    ctx: usize,
+    status: Status,
+    backend: u32,
+    out_ptr: *const u8,
+    bytes: usize,
+    service: u16,
+    bytes_in: u64,
+    latency_ns: u64,
+}
+
+const NO_REAPED: Option<Reaped> = None;
+
+/// Takes completions off the ring, validates them and runs the callbacks.
+pub(crate) fn reap() {
+    loop {
+        let mut batch: [Option<Reaped>; REAP_BATCH] = [NO_REAPED; REAP_BATCH];
+        let mut n = 0usize;
+        let mut more = false;
+        let mut dead: [Option<(DoneFn, usize, u16)>; REAP_BATCH] = [None; REAP_BATCH];
+        let mut ndead = 0usize;
+        let epoch = STATE.with(|s| {
+            let a = s.att.as_mut()?;
+            if a.detaching {
+                return None;
+            }
+            if !a.broken {
+                while n < REAP_BATCH {
+                    let cqe = match a.cq.take() {
+                        Ok(Some(c)) => c,
+                        Ok(None) => break,
+                        Err(_) => {
+                            mark_broken(a, "completion ring tail out of range");
+                            break;
+                        }
+                    };
+                    let c = match a.slots.complete(&cqe) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            if BAD_COMPLETIONS.get() < 10 {
+                                pr_warn!(
+                                    "kgpu: ignoring completion slot {} gen {}: {}\n",
+                                    cqe.slot,
+                                    cqe.gen,
+                                    e.as_str()
+                                );
+                            }
+                            BAD_COMPLETIONS.add(1);
+                            continue;
+                        }
+                    };
+                    let t = Ticket { slot: c.slot, gen: c.gen };
+                    let sc = a.ctx[c.slot as usize];
+                    match sc.state {
+                        SlotState::Pending => {
+                            a.ctx[c.slot as usize].state = SlotState::Completing;
+                            let ok = c.status == Status::Ok;
+                            batch[n] = Some(Reaped {
+                                ticket: t,
+                                done: sc.done,
+                                ctx: sc.ctx,
+                                status: c.status,
+                                backend: c.backend,
+                                // SAFETY: the output extent is the kernel's
+                                // own allocation inside the data area.
+                                out_ptr: unsafe { a.data().add(sc.output.off as usize) },
+                                bytes: if ok { c.bytes as usize } else { 0 },
+                                service: sc.service,
+                                bytes_in: sc.bytes_in,
+                                latency_ns: (now_ns() - sc.submitted_ns).max(0) as u64,
+                            });
+                            n += 1;
+                        }
+                        SlotState::Zombie => {
+                            LATE_COMPLETIONS.add(1);
+                            a.retire(t);
+                        }
+                        _ => {
+                            // Reserved (never published) or already completing:
+                            // the helper invented or duplicated it.
+                            BAD_COMPLETIONS.add(1);
+                        }
+                    }
+                }
+                a.cq.release();
+                more = n == REAP_BATCH;
+            }
+            if a.broken {
+                // Fail everything still waiting; their extents stay allocated
+                // (the helper may still write them) until detach.
+                for i in 0..a.ctx.len() {
+                    if ndead == REAP_BATCH {
+                        more = true;
+                        break;
+                    }
+                    let c = &mut a.ctx[i];
+                    if c.state == SlotState::Pending {
+                        c.state = SlotState::Zombie;
+                        if let Some(d) = c.done {
+                            dead[ndead] = Some((d, c.ctx, c.service));
+                            ndead += 1;
+                        }
+                    }
+                }
+            }
+            if n > 0 {
+                a.users.fetch_add(1, Ordering::AcqRel);
+            }
+            Some(a.epoch)
+        });
+        let Some(epoch) = epoch else { return };
+
+        for d in dead.iter().take(ndead).flatten() {
+            svc(d.2).errors.add(1);
+            let o = Outcome {
+                status: Status::BackendError,
+                backend: 0,
+                out: OutView::empty(),
+            };
+            (d.0)(d.1, &o);
+        }
+        if n == 0 {
+            if more {
+                continue;
+            }
+            return;
+        }
+        for r in batch.iter().take(n).flatten() {
+            let st = svc(r.service);
+            if r.status == Status::Ok {
+                st.ok.add(1);
+                st.bytes_in.add(r.bytes_in);
+                st.bytes_out.add(r.bytes as u64);
+            } else {
+                st.errors.add(1);
+            }
+            st.latency_ns.add(r.latency_ns);
+            if let Some(done) = r.done {
+                let o = Outcome {
+                    status: r.status,
+                    backend: r.backend,
+                    // SAFETY: `bytes` was checked against the output extent's
+                    // length by the in-flight table; the mapping is kept alive
+                    // by the user count taken above.
+                    out: unsafe { OutView::new(r.out_ptr, r.bytes) },
+                };
+                done(r.ctx, &o);
+            }
+        }
+        STATE.with(|s| {
+            if let Some(a) = s.att.as_mut() {
+                if a.epoch == epoch {
+                    for r in batch.iter().take(n).flatten() {
+                        a.retire(r.ticket);
+                    }
+                    a.put_user();
+                }
+            }
+        });
+        if !more {
+            return;
+        }
+    }
+}
+
+/// Fails requests that waited longer than `request_timeout_ms`.
+fn expire() {
+    let limit_ms = shim::request_timeout_ms();
+    if limit_ms == 0 {
+        return;
+    }
+    let now = now_ns();
+    loop {
+        let mut dead: [Option<(DoneFn, usize, u16)>; REAP_BATCH] = [None; REAP_BATCH];
+        let mut ndead = 0usize;
+        let mut more = false;
+        STATE.with(|s| {
+            let Some(a) = s.att.as_mut() else { return };
+            if a.detaching || now - a.last_scan_ns < TIMEOUT_SCAN_NS {
+                return;
+            }
+            for i in 0..a.ctx.len() {
+                let c = &mut a.ctx[i];
+                if c.state == SlotState::Pending && now - c.submitted_ns > i64::from(limit_ms) * 1_000_000 {
+                    if ndead == REAP_BATCH {
+                        more = true;
+                        break;
+                    }
+                    c.state = SlotState::Zombie;
+                    if let Some(d) = c.done {
+                        dead[ndead] = Some((d, c.ctx, c.service));
+                        ndead += 1;
+                    }
+                }
+            }
+            if !more {
+                a.last_scan_ns = now;
+            }
+        });
+        for d in dead.iter().take(ndead).flatten() {
+            svc(d.2).timeouts.add(1);
+            let o = Outcome {
+                status: Status::TimedOut,
+                backend: 0,
+                out: OutView::empty(),
+            };
+            (d.0)(d.1, &o);
+        }
+        if !more {
+            return;
+        }
+    }
+}
+
+/// The bounded kernel-side poll: reaps, expires, and re-arms itself while
+/// requests are in flight.
+pub(crate) fn poll_work() {
+    POLLS.add(1);
+    reap();
+    expire();
+    let again = STATE.with(|s| matches!(s.att.as_ref(), Some(a) if !a.detaching && a.slots.in_flight() > 0));
+    if again {
+        shim::kick_poll();
+    }
+}
+
+// ---- statistics -------------------------------------------------------------
+
+pub(crate) fn write_stats(w: &mut BufWriter<'_>) {
+    struct Snap {
+        attached: bool,
+        pid: i32,
+        epoch: u64,
+        region: u64,
+        sq: u32,
+        cq: u32,
+        data: u64,
+        data_free: u64,
+        in_flight: u32,
+        draining: bool,
+        broken: bool,
+    }
+    let s = STATE.with(|s| match s.att.as_ref() {
+        Some(a) => Snap {
+            attached: true,
+            pid: a.pid,
+            epoch: a.epoch,
+            region: a.geom.region_size,
+            sq: a.geom.sq_entries,
+            cq: a.geom.cq_entries,
+            data: a.geom.data_size,
+            data_free: a.alloc.free_bytes(),
+            in_flight: a.slots.in_flight(),
+            draining: a.draining,
+            broken: a.broken,
+        },
+        None => Snap {
+            attached: false,
+            pid: 0,
+            epoch: s.epoch,
+            region: 0,
+            sq: 0,
+            cq: 0,
+            data: 0,
+            data_free: 0,
+            in_flight: 0,
+            draining: false,
+            broken: false,
+        },
+    });
+    let _ = writeln!(
+        w,
+        "state: {}",
+        if !s.attached {
+            "detached"
+        } else if s.broken {
+            "broken"
+        } else if s.draining {
+            "draining"
+        } else {
+            "attached"
+        }
+    );
+    let _ = writeln!(w, "helper_pid: {}\nattach_epoch: {}", s.pid, s.epoch);
+    let _ = writeln!(
+        w,
+        "region_bytes: {}\nsq_entries: {}\ncq_entries: {}\ndata_bytes: {}\ndata_free_bytes: {}\nin_flight: {}",
+        s.region, s.sq, s.cq, s.data, s.data_free, s.in_flight
+    );
+    let _ = writeln!(
+        w,
+        "attaches: {}\nattach_refused: {}\ndetaches: {}\nopen_refused: {}\nbad_completions: {}\nlate_completions: {}\nring_corrupt: {}\ndoorbells: {}\npolls: {}",
+        ATTACHES.get(),
+        ATTACH_REFUSED.get(),
+        DETACHES.get(),
+        OPEN_REFUSED.get(),
+        BAD_COMPLETIONS.get(),
+        LATE_COMPLETIONS.get(),
+        RING_CORRUPT.get(),
+        DOORBELLS.get(),
+        POLLS.get()
+    );
+    let _ = writeln!(
+        w,
+        "service submitted ok errors timeouts nohelper busy detach_failed bytes_in bytes_out avg_latency_ns"
+    );
+    for (id, name) in [(1u16, "aes"), (2, "raid6"), (3, "echo"), (0, "other")] {
+        let st = svc(id);
+        let done = st.ok.get() + st.errors.get();
+        let _ = writeln!(
+            w,
+            "{} {} {} {} {} {} {} {} {} {} {}",
+            name,
+            st.submitted.get(),
+            st.ok.get(),
+            st.errors.get(),
+            st.timeouts.get(),
+            st.nohelper.get(),
+            st.busy.get(),
+            st.detach_failed.get(),
+            st.bytes_in.get(),
+            st.bytes_out.get(),
+            st.latency_ns.get().checked_div(done).unwrap_or(0)
+        );
+    }
+}

@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! kgpu: the kernel side of kgpu-rs.
+//!
+//! A userspace helper (`kgpu-helper serve`) opens `/dev/kgpu` and hands the
+//! kernel a shared region (header, submission ring, completion ring, data
+//! area) with `KGPU_IOC_ATTACH`. The kernel pins and maps it, then kernel
+//! users submit requests through [`api`]: the data is copied into the data
+//! area, a record goes on the submission ring, the helper runs it and posts a
+//! completion, and the kernel validates the completion before calling the
+//! submitter back. Closing `/dev/kgpu` (a helper crash included) fails every
+//! request in flight, unpins the region and frees everything.
+//!
+//! Nothing the helper writes is trusted: ring indices and completions are
+//! checked by the shared `common` code, the geometry is copied once at attach
+//! and never re-read, and every extent used is the kernel's own copy.
+//!
+//! The C registrations Linux 6.12's Rust crate lacks (misc device, page
+//! pinning, vmap, spinlock with interrupts off, wait queues, delayed work,
+//! debugfs, module parameters) live in `shim.c`.
+
+use core::cell::UnsafeCell;
+use core::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use kernel::prelude::*;
+
+pub mod kcommon;
+mod core_state;
+pub mod api;
+mod selftest;
+
+module! {
+    type: Kgpu,
+    name: "kgpu",
+    author: "kgpu-rs developers",
+    description: "Kernel side of kgpu-rs: GPU offload through a userspace helper",
+    license: "GPL v2",
+}
+
+/// Functions implemented in `shim.c`.
+pub(crate) mod shim {
+    use super::*;
+
+    extern "C" {
+        pub(crate) fn kgpu_shim_init() -> c_int;
+        pub(crate) fn kgpu_shim_exit();
+        pub(crate) fn kgpu_shim_lock() -> c_ulong;
+        pub(crate) fn kgpu_shim_unlock(flags: c_ulong);
+        pub(crate) fn kgpu_shim_wake_helper();
+        pub(crate) fn kgpu_shim_wake_waiters();
+        pub(crate) fn kgpu_shim_wait_word(word: *const u32, timeout_ms: c_uint) -> c_int;
+        pub(crate) fn kgpu_shim_wait_zero(counter: *const u32, timeout_ms: c_uint) -> c_int;
+        pub(crate) fn kgpu_shim_msleep(ms: c_uint);
+        pub(crate) fn kgpu_shim_may_sleep() -> bool;
+        pub(crate) fn kgpu_shim_kick_poll();
+        pub(crate) fn kgpu_shim_cancel_poll();
+        pub(crate) fn kgpu_shim_pin_map(
+            uaddr: c_ulong,
+            npages: c_ulong,
+            pages_out: *mut *mut c_void,
+            vaddr_out: *mut *mut c_void,
+        ) -> c_int;
+        pub(crate) fn kgpu_shim_unpin_unmap(pages: *mut c_void, npages: c_ulong, vaddr: *mut c_void);
+        pub(crate) fn kgpu_shim_copy_from_user(dst: *mut c_void, src: c_ulong, len: c_ulong) -> c_int;
+        pub(crate) fn kgpu_shim_sync_timeout_ms() -> c_uint;
+        pub(crate) fn kgpu_shim_request_timeout_ms() -> c_uint;
+        pub(crate) fn kgpu_shim_max_region_mb() -> c_uint;
+        pub(crate) fn kgpu_shim_max_request_kb() -> c_uint;
+    }
+
+    /// Wakes the helper if it sleeps in `poll()`.
+    pub(crate) fn wake_helper() {
+        // SAFETY: no preconditions; callable from any context.
+        unsafe { kgpu_shim_wake_helper() }
+    }
+
+    /// Wakes every sleeper of the waiter queue (sync submitters, self-test, detach).
+    pub(crate) fn wake_waiters() {
+        // SAFETY: no preconditions; callable from any context.
+        unsafe { kgpu_shim_wake_waiters() }
+    }
+
+    /// Sleeps until `word` is non-zero or `timeout_ms` passes (0: no bound).
+    /// Returns true when the word is set. Must be called where sleeping is allowed.
+    pub(crate) fn wait_word(word: &AtomicU32, timeout_ms: u32) -> bool {
+        // SAFETY: `word` is a live atomic for the duration of the call; the
+        // shim only reads it with acquire loads.
+        unsafe { kgpu_shim_wait_word(word.as_ptr(), timeout_ms) != 0 }
+    }
+
+    /// Sleeps until `counter` is zero or `timeout_ms` passes (0: no bound).
+    pub(crate) fn wait_zero(counter: &AtomicU32, timeout_ms: u32) -> bool {
+        // SAFETY: as in `wait_word`.
+        unsafe { kgpu_shim_wait_zero(counter.as_ptr(), timeout_ms) != 0 }
+    }
+
+    /// Sleeps for `ms` milliseconds.
+    pub(crate) fn msleep(ms: u32) {
+        // SAFETY: callers run in process context.
+        unsafe { kgpu_shim_msleep(ms) }
+    }
+
+    /// True in a context that may sleep.
+    pub(crate) fn may_sleep() -> bool {
+        // SAFETY: no preconditions.
+        unsafe { kgpu_shim_may_sleep() }
+    }
+
+    /// Schedules the completion poll unless it is pending.
+    pub(crate) fn kick_poll() {
+        // SAFETY: no preconditions; callable from any context.
+        unsafe { kgpu_shim_kick_poll() }
+    }
+
+    /// Module parameters, read on every use (they are writable at run time).
+    pub(crate) fn sync_timeout_ms() -> u32 {
+        // SAFETY: reads an integer parameter.
+        unsafe { kgpu_shim_sync_timeout_ms() }
+    }
+
+    /// See `request_timeout_ms` in shim.c.
+    pub(crate) fn request_timeout_ms() -> u32 {
+        // SAFETY: reads an integer parameter.
+        unsafe { kgpu_shim_request_timeout_ms() }
+    }
+
+    /// See `max_region_mb` in shim.c.
+    pub(crate) fn max_region_bytes() -> u64 {
+        // SAFETY: reads an integer parameter.
+        u64::from(unsafe { kgpu_shim_max_region_mb() }) << 20
+    }
+
+    /// See `max_request_kb` in shim.c.
+    pub(crate) fn max_request_bytes() -> usize {
+        // SAFETY: reads an integer parameter.
+        (unsafe { kgpu_shim_max_request_kb() } as usize) << 10
+    }
+}
+
+/// The interrupt-safe lock around everything the module shares.
+pub(crate) struct Global<T>(UnsafeCell<T>);
+
+// SAFETY: the contents are only reached through `Global::with`, which holds
+// the shim's spinlock (interrupts off) for the whole access.
+unsafe impl<T> Sync for Global<T> {}
+
+impl<T> Global<T> {
+    pub(crate) const fn new(v: T) -> Self {
+        Global(UnsafeCell::new(v))
+    }
+
+    /// Runs `f` with the lock held. `f` must not call `with` again, sleep, or
+    /// call back into code that may (callbacks run outside the lock).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: plain spin_lock_irqsave on the shim's static lock.
+        let flags = unsafe { shim::kgpu_shim_lock() };
+        // SAFETY: the lock is held, so this is the only reference to the
+        // contents until it is released below.
+        let r = f(unsafe { &mut *self.0.get() });
+        // SAFETY: releases the lock taken above with its saved flags.
+        unsafe { shim::kgpu_shim_unlock(flags) };
+        r
+    }
+}
+
+/// A `core::fmt::Write` sink over a byte buffer that truncates silently.
+pub(crate) struct BufWriter<'a> {
+    buf: &'a mut [u8],
+    pub(crate) len: usize,
+}
+
+impl<'a> BufWriter<'a> {
+    pub(crate) fn new(buf: &'a mut [u8]) -> Self {
+        BufWriter { buf, len: 0 }
+    }
+}
+
+impl Write for BufWriter<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+struct Kgpu;
+
+impl kernel::Module for Kgpu {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        // SAFETY: called once at load, before any file operation can run.
+        let ret = unsafe { shim::kgpu_shim_init() };
+        if ret != 0 {
+            return Err(Error::from_errno(ret));
+        }
+        pr_info!(
+            "kgpu: /dev/kgpu ready (ABI {}, sqe {} B, cqe {} B)\n",
+            kcommon::abi::ABI_VERSION,
+            core::mem::size_of::<kcommon::abi::Sqe>(),
+            core::mem::size_of::<kcommon::abi::Cqe>()
+        );
+        Ok(Kgpu)
+    }
+}
+
+impl Drop for Kgpu {
+    fn drop(&mut self) {
+        // The device cannot be open here (its file operations hold a module
+        // reference), so no region is attached; the shim removes the device,
+        // the debugfs files and the poll work.
+        // SAFETY: called once at unload, after `init` succeeded.
+        unsafe { shim::kgpu_shim_exit() };
+        core_state::assert_detached();
+        pr_info!("kgpu: unloaded\n");
+    }
+}
+
+// ---- entry points called by shim.c ------------------------------------------
+
+#[no_mangle]
+extern "C" fn kgpu_rs_open() -> c_int {
+    match core_state::open() {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+#[no_mangle]
+extern "C" fn kgpu_rs_release() {
+    core_state::release();
+}
+
+#[no_mangle]
+extern "C" fn kgpu_rs_poll_mask() -> c_uint {
+    core_state::poll_mask()
+}
+
+#[no_mangle]
+extern "C" fn kgpu_rs_ioctl(cmd: c_uint, arg: c_ulong) -> c_long {
+    match core_state::ioctl(cmd, arg) {
+        Ok(v) => v as c_long,
+        Err(e) => e.to_errno() as c_long,
+    }
+}
+
+#[no_mangle]
+extern "C" fn kgpu_rs_poll_work() {
+    core_state::poll_work();
+}
+
+#[no_mangle]
+extern "C" fn kgpu_rs_stats(buf: *mut c_char, len: usize) -> usize {
+    // SAFETY: the shim passes a kmalloc'ed buffer of `len` bytes that nothing
+    // else uses during the call.
+    let out = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+    let mut w = BufWriter::new(out);
+    core_state::write_stats(&mut w);
+    w.len
+}
+
+#[no_mangle]
+extern "C" fn kgpu_rs_selftest(cmd: *const c_char, cmd_len: usize, out: *mut c_char, out_len: usize) -> c_long {
+    // SAFETY: the shim passes its NUL-terminated copy of the user's command
+    // (`cmd_len` bytes) and a zeroed buffer of `out_len` bytes, both private
+    // to this call.
+    let (cmd, out) = unsafe {
+        (
+            core::slice::from_raw_parts(cmd.cast::<u8>(), cmd_len),
+            core::slice::from_raw_parts_mut(out.cast::<u8>(), out_len),
+        )
+    };
+    match selftest::run(cmd, out) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno() as c_long,
+    }
+}
+
+/// Counters kept with atomics, readable without the lock.
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) const fn new() -> Self {
+        Counter(AtomicU64::new(0))
+    }
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}

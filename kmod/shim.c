@@ -1,0 +1,402 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * kgpu: the registrations Linux 6.12's Rust crate has no abstraction for.
+ *
+ * The misc device (/dev/kgpu) and its file operations, page pinning and
+ * vmap, the spinlock, wait queues and delayed work, debugfs files and the
+ * module parameters. Every decision is made on the Rust side
+ * (kgpu_main.rs); the functions here forward to it or wrap one kernel
+ * primitive each.
+ */
+
+#include <linux/capability.h>
+#include <linux/debugfs.h>
+#include <linux/delay.h>
+#include <linux/fs.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/poll.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+
+/* Implemented in kgpu_main.rs. */
+int kgpu_rs_open(void);
+void kgpu_rs_release(void);
+unsigned int kgpu_rs_poll_mask(void);
+long kgpu_rs_ioctl(unsigned int cmd, unsigned long arg);
+void kgpu_rs_poll_work(void);
+size_t kgpu_rs_stats(char *buf, size_t len);
+long kgpu_rs_selftest(const char *cmd, size_t cmd_len, char *out, size_t out_len);
+
+/* Called from kgpu_main.rs. */
+int kgpu_shim_init(void);
+void kgpu_shim_exit(void);
+unsigned int kgpu_shim_sync_timeout_ms(void);
+unsigned int kgpu_shim_request_timeout_ms(void);
+unsigned int kgpu_shim_max_region_mb(void);
+unsigned int kgpu_shim_max_request_kb(void);
+unsigned long kgpu_shim_lock(void);
+void kgpu_shim_unlock(unsigned long flags);
+void kgpu_shim_wake_helper(void);
+void kgpu_shim_wake_waiters(void);
+int kgpu_shim_wait_word(const u32 *word, unsigned int timeout_ms);
+int kgpu_shim_wait_zero(const u32 *counter, unsigned int timeout_ms);
+void kgpu_shim_msleep(unsigned int ms);
+bool kgpu_shim_may_sleep(void);
+void kgpu_shim_kick_poll(void);
+void kgpu_shim_cancel_poll(void);
+int kgpu_shim_pin_map(unsigned long uaddr, unsigned long npages,
+		      struct page ***pages_out, void **vaddr_out);
+void kgpu_shim_unpin_unmap(struct page **pages, unsigned long npages, void *vaddr);
+int kgpu_shim_copy_from_user(void *dst, unsigned long src, unsigned long len);
+
+/* Values of kgpu_rs_poll_mask(). */
+#define KGPU_POLL_IN 1u
+#define KGPU_POLL_HUP 2u
+
+/* ---- module parameters ------------------------------------------------ */
+
+static unsigned int sync_timeout_ms = 5000;
+module_param(sync_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(sync_timeout_ms,
+		 "How long a synchronous request waits for the helper before failing with a timeout (ms, default 5000)");
+
+static unsigned int request_timeout_ms = 10000;
+module_param(request_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(request_timeout_ms,
+		 "Asynchronous requests still in flight after this long are failed with a timeout (ms, default 10000, 0 = never)");
+
+static unsigned int cq_poll_ms = 2;
+module_param(cq_poll_ms, uint, 0644);
+MODULE_PARM_DESC(cq_poll_ms,
+		 "Period of the kernel-side completion poll while requests are in flight (ms, default 2, at least one jiffy)");
+
+static unsigned int max_region_mb = 4096;
+module_param(max_region_mb, uint, 0444);
+MODULE_PARM_DESC(max_region_mb, "Largest region a helper may attach (MiB, default 4096)");
+
+static unsigned int max_request_kb = 16384;
+module_param(max_request_kb, uint, 0644);
+MODULE_PARM_DESC(max_request_kb,
+		 "Largest single request (input or output) accepted by the submission API (KiB, default 16384)");
+
+unsigned int kgpu_shim_sync_timeout_ms(void) { return READ_ONCE(sync_timeout_ms); }
+unsigned int kgpu_shim_request_timeout_ms(void) { return READ_ONCE(request_timeout_ms); }
+unsigned int kgpu_shim_max_region_mb(void) { return READ_ONCE(max_region_mb); }
+unsigned int kgpu_shim_max_request_kb(void) { return READ_ONCE(max_request_kb); }
+
+/* ---- the state lock ----------------------------------------------------- */
+
+/*
+ * Protects the Rust side's attach state, rings, slot table and allocator.
+ * Taken with interrupts off: submitters may run in any context.
+ */
+static DEFINE_SPINLOCK(kgpu_lock);
+
+unsigned long kgpu_shim_lock(void)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&kgpu_lock, flags);
+	return flags;
+}
+
+void kgpu_shim_unlock(unsigned long flags)
+{
+	spin_unlock_irqrestore(&kgpu_lock, flags);
+}
+
+/* ---- wait queues ---------------------------------------------------------- */
+
+/* The helper sleeps here in poll(). */
+static DECLARE_WAIT_QUEUE_HEAD(helper_wq);
+/* Synchronous submitters, the self-test and detach sleep here. */
+static DECLARE_WAIT_QUEUE_HEAD(waiter_wq);
+
+void kgpu_shim_wake_helper(void)
+{
+	if (wq_has_sleeper(&helper_wq))
+		wake_up_interruptible_poll(&helper_wq, EPOLLIN | EPOLLRDNORM);
+}
+
+void kgpu_shim_wake_waiters(void)
+{
+	if (wq_has_sleeper(&waiter_wq))
+		wake_up_all(&waiter_wq);
+}
+
+/*
+ * Sleeps (uninterruptibly) until *word != 0 or timeout_ms passes.
+ * timeout_ms == 0 waits without a bound. Returns 1 when the word is set.
+ */
+int kgpu_shim_wait_word(const u32 *word, unsigned int timeout_ms)
+{
+	if (!timeout_ms) {
+		wait_event(waiter_wq, smp_load_acquire(word) != 0);
+		return 1;
+	}
+	return wait_event_timeout(waiter_wq, smp_load_acquire(word) != 0,
+				  msecs_to_jiffies(timeout_ms)) ? 1 : 0;
+}
+
+/* Sleeps until *counter == 0 or timeout_ms passes (0: no bound). 1 when zero. */
+int kgpu_shim_wait_zero(const u32 *counter, unsigned int timeout_ms)
+{
+	if (!timeout_ms) {
+		wait_event(waiter_wq, smp_load_acquire(counter) == 0);
+		return 1;
+	}
+	return wait_event_timeout(waiter_wq, smp_load_acquire(counter) == 0,
+				  msecs_to_jiffies(timeout_ms)) ? 1 : 0;
+}
+
+void kgpu_shim_msleep(unsigned int ms)
+{
+	msleep(ms);
+}
+
+bool kgpu_shim_may_sleep(void)
+{
+	return preemptible() && !in_interrupt();
+}
+
+/* ---- the kernel-side completion poll ------------------------------------- */
+
+static void kgpu_poll_fn(struct work_struct *work)
+{
+	kgpu_rs_poll_work();
+}
+static DECLARE_DELAYED_WORK(kgpu_poll_work, kgpu_poll_fn);
+
+/* Schedules the completion poll in cq_poll_ms unless it is already pending. */
+void kgpu_shim_kick_poll(void)
+{
+	unsigned int ms = READ_ONCE(cq_poll_ms);
+
+	schedule_delayed_work(&kgpu_poll_work, ms ? msecs_to_jiffies(ms) : 1);
+}
+
+void kgpu_shim_cancel_poll(void)
+{
+	cancel_delayed_work_sync(&kgpu_poll_work);
+}
+
+/* ---- pinning the helper's region -------------------------------------- */
+
+/*
+ * Pins npages pages of the calling process's memory at uaddr for long-term
+ * writable use and maps them contiguously into the kernel. On success stores
+ * the page array (to hand back to kgpu_shim_unpin_unmap) and the mapping.
+ */
+int kgpu_shim_pin_map(unsigned long uaddr, unsigned long npages,
+		      struct page ***pages_out, void **vaddr_out)
+{
+	struct page **pages;
+	unsigned long done = 0;
+	void *vaddr;
+	long ret;
+
+	if (!npages || npages > INT_MAX)
+		return -EINVAL;
+	pages = kvmalloc_array(npages, sizeof(*pages), GFP_KERNEL | __GFP_ZERO);
+	if (!pages)
+		return -ENOMEM;
+
+	while (done < npages) {
+		ret = pin_user_pages_fast(uaddr + done * PAGE_SIZE,
+					  min_t(unsigned long, npages - done, 65536),
+					  FOLL_WRITE | FOLL_LONGTERM, pages + done);
+		if (ret <= 0) {
+			ret = ret ? ret : -EFAULT;
+			goto unpin;
+		}
+		done += ret;
+	}
+
+	vaddr = vmap(pages, npages, VM_MAP, PAGE_KERNEL);
+	if (!vaddr) {
+		ret = -ENOMEM;
+		goto unpin;
+	}
+	*pages_out = pages;
+	*vaddr_out = vaddr;
+	return 0;
+
+unpin:
+	unpin_user_pages(pages, done);
+	kvfree(pages);
+	return ret;
+}
+
+/* Undoes kgpu_shim_pin_map; pages the kernel wrote are marked dirty. */
+void kgpu_shim_unpin_unmap(struct page **pages, unsigned long npages, void *vaddr)
+{
+	vunmap(vaddr);
+	unpin_user_pages_dirty_lock(pages, npages, true);
+	kvfree(pages);
+}
+
+/* ---- copies between user and kernel memory ------------------------------- */
+
+/* Returns 0 or -EFAULT. */
+int kgpu_shim_copy_from_user(void *dst, unsigned long src, unsigned long len)
+{
+	return copy_from_user(dst, (const void __user *)src, len) ? -EFAULT : 0;
+}
+
+/* ---- /dev/kgpu ------------------------------------------------------------ */
+
+static int kgpu_open(struct inode *inode, struct file *file)
+{
+	/* The node is 0600; refuse anyone without admin rights even if relaxed. */
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	return kgpu_rs_open();
+}
+
+static int kgpu_release(struct inode *inode, struct file *file)
+{
+	kgpu_rs_release();
+	return 0;
+}
+
+static __poll_t kgpu_poll(struct file *file, poll_table *wait)
+{
+	unsigned int m;
+	__poll_t mask = 0;
+
+	poll_wait(file, &helper_wq, wait);
+	m = kgpu_rs_poll_mask();
+	if (m & KGPU_POLL_IN)
+		mask |= EPOLLIN | EPOLLRDNORM;
+	if (m & KGPU_POLL_HUP)
+		mask |= EPOLLHUP;
+	return mask;
+}
+
+static long kgpu_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	return kgpu_rs_ioctl(cmd, arg);
+}
+
+static const struct file_operations kgpu_fops = {
+	.owner = THIS_MODULE,
+	.open = kgpu_open,
+	.release = kgpu_release,
+	.poll = kgpu_poll,
+	.unlocked_ioctl = kgpu_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.llseek = noop_llseek,
+};
+
+static struct miscdevice kgpu_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "kgpu",
+	.fops = &kgpu_fops,
+	.mode = 0600,
+};
+
+/* ---- debugfs ------------------------------------------------------------- */
+
+#define KGPU_TEXT_MAX 4096
+
+static ssize_t stats_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	char *buf;
+	size_t len;
+	ssize_t ret;
+
+	buf = kmalloc(KGPU_TEXT_MAX, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	len = kgpu_rs_stats(buf, KGPU_TEXT_MAX);
+	ret = simple_read_from_buffer(ubuf, count, ppos, buf, min_t(size_t, len, KGPU_TEXT_MAX));
+	kfree(buf);
+	return ret;
+}
+
+static const struct file_operations stats_fops = {
+	.owner = THIS_MODULE,
+	.read = stats_read,
+	.llseek = default_llseek,
+};
+
+/* The last self-test report, read back from the selftest file. */
+static DEFINE_MUTEX(selftest_mutex);
+static char selftest_report[512] = "never run\n";
+
+static ssize_t selftest_write(struct file *file, const char __user *ubuf, size_t count,
+			      loff_t *ppos)
+{
+	char cmd[64];
+	char *report;
+	long ret;
+
+	if (count >= sizeof(cmd))
+		return -EINVAL;
+	if (copy_from_user(cmd, ubuf, count))
+		return -EFAULT;
+	cmd[count] = 0;
+	report = kzalloc(sizeof(selftest_report), GFP_KERNEL);
+	if (!report)
+		return -ENOMEM;
+	/* One self-test at a time. */
+	if (mutex_lock_interruptible(&selftest_mutex)) {
+		kfree(report);
+		return -ERESTARTSYS;
+	}
+	ret = kgpu_rs_selftest(cmd, count, report, sizeof(selftest_report) - 1);
+	if (ret >= 0)
+		strscpy(selftest_report, report, sizeof(selftest_report));
+	mutex_unlock(&selftest_mutex);
+	kfree(report);
+	return ret < 0 ? ret : count;
+}
+
+static ssize_t selftest_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	ssize_t ret;
+
+	mutex_lock(&selftest_mutex);
+	ret = simple_read_from_buffer(ubuf, count, ppos, selftest_report,
+				      strlen(selftest_report));
+	mutex_unlock(&selftest_mutex);
+	return ret;
+}
+
+static const struct file_operations selftest_fops = {
+	.owner = THIS_MODULE,
+	.read = selftest_read,
+	.write = selftest_write,
+	.llseek = default_llseek,
+};
+
+static struct dentry *kgpu_debugfs;
+
+/* ---- registration ----------------------------------------------------------- */
+
+int kgpu_shim_init(void)
+{
+	int ret;
+
+	ret = misc_register(&kgpu_misc);
+	if (ret)
+		return ret;
+	kgpu_debugfs = debugfs_create_dir("kgpu", NULL);
+	debugfs_create_file("stats", 0400, kgpu_debugfs, NULL, &stats_fops);
+	debugfs_create_file("selftest", 0600, kgpu_debugfs, NULL, &selftest_fops);
+	return 0;
+}
+
+void kgpu_shim_exit(void)
+{
+	debugfs_remove_recursive(kgpu_debugfs);
+	misc_deregister(&kgpu_misc);
+	cancel_delayed_work_sync(&kgpu_poll_work);
+}

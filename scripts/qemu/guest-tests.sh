@@ -1,0 +1,307 @@
+# In-guest tests of the kgpu module (busybox sh). Run by /init in the test
+# initramfs built by scripts/qemu-test. Prints one "PASS name" / "FAIL name" /
+# "SKIP name: why" line per test and a final "N passed, N failed" line.
+# SPDX-License-Identifier: GPL-2.0-only
+
+D=/sys/kernel/debug/kgpu
+P=/sys/module/kgpu/parameters
+KTEST=/bin/kgpu-ktest
+HELPER=/bin/kgpu-helper
+pass=0
+fail=0
+skipped=0
+
+t() {
+    name=$1
+    shift
+    start=$(cut -d' ' -f1 /proc/uptime)
+    if "$@" >/tmp/t.out 2>&1; then
+        echo "PASS $name ($(awk -v s="$start" '{printf "%.1f", $1 - s}' /proc/uptime) s)"
+        pass=$((pass + 1))
+    else
+        echo "FAIL $name"
+        sed 's/^/    /' /tmp/t.out
+        fail=$((fail + 1))
+    fi
+    # No test leaves a helper behind for the next one.
+    stop_server >/dev/null 2>&1
+}
+
+skip() {
+    echo "SKIP $1: $2"
+    skipped=$((skipped + 1))
+}
+
+# field NAME: the value of NAME=... in the last self-test report.
+field() {
+    sed -n "s/.*[ :]$1=\([0-9]*\).*/\1/p" $D/selftest | head -n1
+}
+
+stat_of() {
+    sed -n "s/^$1: //p" $D/stats
+}
+
+selftest() {
+    echo "$*" > $D/selftest || return 1
+    cat $D/selftest
+}
+
+wait_state() {
+    i=0
+    while [ $i -lt 200 ]; do
+        [ "$(stat_of state)" = "$1" ] && return 0
+        sleep 0.05
+        i=$((i + 1))
+    done
+    echo "state is '$(stat_of state)', wanted '$1'"
+    return 1
+}
+
+# Starts a serving peer in the background ($SERVER_PID); "$@" is its command.
+start_server() {
+    expect_eq "state before starting a helper" "$(stat_of state)" detached || return 1
+    "$@" >/tmp/server.log 2>&1 &
+    SERVER_PID=$!
+    wait_state attached || { cat /tmp/server.log; return 1; }
+    expect_eq "attached helper" "$(stat_of helper_pid)" "$SERVER_PID"
+}
+
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill -9 "$SERVER_PID" 2>/dev/null
+    wait "$SERVER_PID" 2>/dev/null
+    SERVER_PID=
+    wait_state detached
+}
+
+expect_eq() {
+    [ "$2" = "$3" ] && return 0
+    echo "$1: got '$2', wanted '$3'"
+    return 1
+}
+
+# ---- tests --------------------------------------------------------------------
+
+test_load() {
+    echo clear > /sys/kernel/debug/kmemleak 2>/dev/null
+    insmod /kgpu.ko || return 1
+    dmesg | grep -q 'kgpu: /dev/kgpu ready' || { dmesg | tail; return 1; }
+    [ -d $D ] && [ -r $P/sync_timeout_ms ]
+}
+
+test_node() {
+    [ -c /dev/kgpu ] || { echo "/dev/kgpu missing"; return 1; }
+    expect_eq mode "$(stat -c %a /dev/kgpu)" 600 && expect_eq owner "$(stat -c %u /dev/kgpu)" 0
+}
+
+test_open_twice() {
+    $KTEST open-twice
+}
+
+test_nonroot() {
+    $KTEST open-as-nobody || return 1
+    # Even with the node opened up, the module itself refuses non-admins.
+    chmod 666 /dev/kgpu
+    $KTEST open-as-nobody
+    r=$?
+    chmod 600 /dev/kgpu
+    return $r
+}
+
+test_attach_errors() {
+    $KTEST attach-errors && [ "$(stat_of state)" = detached ]
+}
+
+test_no_helper() {
+    selftest echo 200 || return 1
+    expect_eq nohelper "$(field nohelper)" 200 && expect_eq ok "$(field ok)" 0 \
+        && expect_eq outstanding "$(field outstanding)" 0
+}
+
+test_echo_standin() {
+    start_server $KTEST serve echo || return 1
+    selftest echo 5000 32 16384 || return 1
+    grep -q 'result: PASS' $D/selftest || return 1
+    expect_eq in_flight "$(stat_of in_flight)" 0 && stop_server
+}
+
+test_selftest_detects_wrong_data() {
+    start_server $KTEST serve wrongdata || return 1
+    selftest echo 300 || return 1
+    stop_server || return 1
+    grep -q 'result: FAIL' $D/selftest && [ "$(field mismatches)" -gt 0 ]
+}
+
+test_hostile_completions() {
+    before=$(stat_of bad_completions)
+    start_server $KTEST serve garbage || return 1
+    selftest echo 1000 16 || return 1
+    grep -q 'result: PASS' $D/selftest || return 1
+    after=$(stat_of bad_completions)
+    echo "bad completions ignored: $((after - before))"
+    [ $((after - before)) -ge 5000 ] && stop_server
+}
+
+test_timeouts() {
+    echo 300 > $P/request_timeout_ms
+    echo 300 > $P/sync_timeout_ms
+    start_server $KTEST serve silent || return 1
+    selftest echo 64 16
+    r=$?
+    echo 10000 > $P/request_timeout_ms
+    echo 5000 > $P/sync_timeout_ms
+    [ $r = 0 ] || return 1
+    expect_eq timeouts "$(field timeouts)" 64 && expect_eq outstanding "$(field outstanding)" 0 || return 1
+    # The abandoned requests hold their slots until the helper goes away.
+    [ "$(stat_of in_flight)" -gt 0 ] || { echo "no request left in flight"; return 1; }
+    stop_server && expect_eq in_flight "$(stat_of in_flight)" 0
+}
+
+test_corrupt_ring() {
+    before=$(stat_of ring_corrupt)
+    start_server $KTEST serve corrupt || return 1
+    selftest echo 500 16 || return 1
+    expect_eq outstanding "$(field outstanding)" 0 && expect_eq mismatches "$(field mismatches)" 0 || return 1
+    [ "$(field failed)" -gt 0 ] || { echo "nothing failed"; return 1; }
+    [ "$(stat_of ring_corrupt)" -gt "$before" ] || { echo "ring_corrupt not counted"; return 1; }
+    # poll() reports POLLHUP: the stand-in exits on its own.
+    i=0
+    while kill -0 "$SERVER_PID" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    kill -0 "$SERVER_PID" 2>/dev/null && { echo "helper not told to hang up"; return 1; }
+    wait "$SERVER_PID"
+    SERVER_PID=
+    wait_state detached
+}
+
+# $1: a command that serves (stand-in or real helper).
+kill_mid_run() {
+    start_server "$@" || return 1
+    rm -f /tmp/st.done
+    (echo "echo 500000 64 4096" > $D/selftest; echo $? > /tmp/st.done) &
+    bg=$!
+    sleep 1
+    kill -9 "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null
+    SERVER_PID=
+    i=0
+    while [ ! -e /tmp/st.done ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -e /tmp/st.done ] || { echo "self-test hangs after the helper died"; return 1; }
+    wait $bg
+    cat $D/selftest
+    total=$(field total)
+    ok=$(field ok)
+    sum=$(( ok + $(field failed) + $(field nohelper) + $(field refused) + $(field timeouts) ))
+    expect_eq accounted "$sum" "$total" && expect_eq mismatches "$(field mismatches)" 0 \
+        && expect_eq outstanding "$(field outstanding)" 0 && expect_eq stalled "$(field stalled)" 0 || return 1
+    [ "$ok" -gt 0 ] && [ "$ok" -lt "$total" ] || { echo "helper not killed mid-run (ok=$ok)"; return 1; }
+    wait_state detached && expect_eq in_flight "$(stat_of in_flight)" 0
+}
+
+test_kill_standin() {
+    kill_mid_run $KTEST serve echo
+}
+
+test_reattach_standin() {
+    start_server $KTEST serve echo || return 1
+    selftest echo 2000 || return 1
+    grep -q 'result: PASS' $D/selftest && stop_server
+}
+
+test_rmmod_refused_while_attached() {
+    start_server $KTEST serve echo || return 1
+    if rmmod kgpu 2>/dev/null; then echo "rmmod succeeded with a helper attached"; return 1; fi
+    [ -c /dev/kgpu ] || return 1
+    selftest echo 100 && grep -q 'result: PASS' $D/selftest && stop_server
+}
+
+helper_cmd() {
+    echo "$HELPER serve --device /dev/kgpu --backend cpu"
+}
+
+test_helper_echo() {
+    start_server $(helper_cmd) || return 1
+    selftest echo 5000 32 16384 || return 1
+    grep -q 'result: PASS' $D/selftest
+}
+
+test_helper_second_refused() {
+    start_server $(helper_cmd) || return 1
+    out=$($(helper_cmd) 2>&1)
+    r=$?
+    echo "$out"
+    [ $r != 0 ] || { echo "second helper exited 0"; return 1; }
+    echo "$out" | grep -qi 'another helper' || { echo "no 'another helper' message"; return 1; }
+    [ "$(stat_of state)" = attached ] && stop_server
+}
+
+test_helper_kill() {
+    kill_mid_run $(helper_cmd)
+}
+
+test_helper_reattach() {
+    start_server $(helper_cmd) || return 1
+    selftest echo 2000 || return 1
+    grep -q 'result: PASS' $D/selftest && stop_server
+}
+
+test_unload() {
+    rmmod kgpu || return 1
+    [ ! -e /dev/kgpu ] && dmesg | grep -q 'kgpu: unloaded'
+}
+
+test_reload_cycles() {
+    for i in 1 2 3; do
+        insmod /kgpu.ko && rmmod kgpu || return 1
+    done
+}
+
+test_no_leaks() {
+    [ -w /sys/kernel/debug/kmemleak ] || { echo "kmemleak unavailable"; return 1; }
+    echo scan > /sys/kernel/debug/kmemleak
+    sleep 1
+    echo scan > /sys/kernel/debug/kmemleak
+    if grep -q kgpu /sys/kernel/debug/kmemleak; then
+        cat /sys/kernel/debug/kmemleak
+        return 1
+    fi
+}
+
+test_dmesg_clean() {
+    if dmesg | grep -E 'BUG:|WARNING:|Oops|INFO: (possible|task)|circular locking|sleeping function called from invalid context|kgpu: internal error'; then
+        return 1
+    fi
+}
+
+# ---- run ---------------------------------------------------------------------
+
+t module_load test_load
+t dev_node_0600 test_node
+t second_opener_refused test_open_twice
+t non_root_refused test_nonroot
+t attach_validation test_attach_errors
+t no_helper_fails_fast test_no_helper
+t standin_echo_selftest test_echo_standin
+t selftest_detects_wrong_data test_selftest_detects_wrong_data
+t hostile_completions_ignored test_hostile_completions
+t timeouts_complete_everything test_timeouts
+t corrupt_ring_fails_safely test_corrupt_ring
+t standin_killed_mid_run test_kill_standin
+t standin_reattach test_reattach_standin
+t rmmod_refused_while_attached test_rmmod_refused_while_attached
+
+if [ -x $HELPER ] && $HELPER serve --help >/dev/null 2>&1; then
+    t helper_echo_selftest test_helper_echo
+    t helper_second_refused test_helper_second_refused
+    t helper_killed_mid_run test_helper_kill
+    t helper_reattach test_helper_reattach
+else
+    skip helper "kgpu-helper not built or has no 'serve' (helper tests not run)"
+fi
+
+stop_server >/dev/null 2>&1
+t module_unload test_unload
+t reload_cycles test_reload_cycles
+t no_kmemleak_reports test_no_leaks
+t dmesg_clean test_dmesg_clean
+
+echo "$pass passed, $fail failed, $skipped skipped"
