@@ -8,9 +8,10 @@
 // encryption kernels keep Te0..Te3 in shared memory replicated 32 times (one
 // copy per bank, entry x of table t for lane l at word ((t*256 + x)*32 + l)),
 // so that the 32 lanes of a warp never conflict; the decryption kernels keep
-// Td0..Td3 and the inverse S-box the same way. Round keys sit in shared memory
-// (all lanes read the same word: broadcast). The small per-unit kernels (CTR
-// tails, XTS tweaks, ciphertext stealing) read plain tables from global memory.
+// Td0..Td3 and the inverse S-box the same way. Round keys are kernel
+// parameters (constant bank, usable directly as instruction operands). The
+// small per-unit kernels (CTR tails, XTS tweaks, ciphertext stealing) read
+// plain tables from global memory.
 //
 // State words are big-endian (FIPS-197 byte 0 in the top byte), the data is
 // loaded as little-endian 32-bit words and byte-swapped; XTS tweaks are kept as
@@ -41,7 +42,6 @@ typedef unsigned long long kgpu_aes_u64;
 struct KgpuAesArgs {
     kgpu_aes_u64 data;         // device address of the first byte (in place)
     kgpu_aes_u64 aux;          // device address of the IV list (IV_LIST)
-    kgpu_aes_u64 rk;           // enc (60 words), dec (60), tweak enc (60)
     kgpu_aes_u64 tables;       // Te0..3, Td0..3, S-box, inverse S-box (256 words each)
     kgpu_aes_u64 scratch;      // XTS: one encrypted tweak (16 bytes) per unit
     kgpu_aes_u64 start_sector; // IV_PLAIN64: sector of unit 0
@@ -54,7 +54,11 @@ struct KgpuAesArgs {
     kgpu_aes_u32 fb_shift;     // log2(unit_len / 16) when a power of two, else 255
     kgpu_aes_u32 pad;
     kgpu_aes_u8 iv[16];        // IV_SINGLE
+    kgpu_aes_u32 rk[180];      // enc (60 words), dec (60), tweak enc (60): constant bank
 };
+
+// The replicated tables (dynamic shared memory of the table-driven kernels).
+extern __shared__ kgpu_aes_u32 kgpu_aes_sm[];
 
 static __device__ __forceinline__ kgpu_aes_u32 kgpu_aes_bswap(kgpu_aes_u32 x)
 {
@@ -67,27 +71,39 @@ static __device__ __forceinline__ kgpu_aes_u32 kgpu_aes_be32(const kgpu_aes_u8 *
            ((kgpu_aes_u32)p[2] << 8) | (kgpu_aes_u32)p[3];
 }
 
-// Table lookup: REP selects the replicated shared layout or a plain table.
-#define KGPU_AES_T(T, REP, t, x)                                                     \
-    ((REP) ? (T)[((((t) << 8) | (x)) << 5) | lane] : (T)[((t) << 8) | (x)])
-#define KGPU_AES_I(I, REP, x) ((REP) ? (I)[((x) << 5) | lane] : (I)[(x)])
+// Byte k of a state word, zero-extended.
+#define KGPU_AES_B0(v) ((v) & 0xffu)
+#define KGPU_AES_B1(v) __byte_perm((v), 0, 0x4441)
+#define KGPU_AES_B2(v) __byte_perm((v), 0, 0x4442)
+#define KGPU_AES_B3(v) ((v) >> 24)
+
+// Table lookup. REP: entry x of table t of the replicated copy in shared memory,
+// addressed in bytes as t * 32768 + x * 128 + lane * 4 (lane4), so that the
+// table offset folds into the load's immediate; otherwise a plain table T.
+#define KGPU_AES_T(T, REP, t, x)                                                                 \
+    ((REP) ? *(const kgpu_aes_u32 *)((const char *)kgpu_aes_sm + (t) * 32768 + ((x) * 128u + lane4)) \
+           : (T)[((t) << 8) | (x)])
+#define KGPU_AES_I(I, REP, x)                                                                    \
+    ((REP) ? *(const kgpu_aes_u32 *)((const char *)kgpu_aes_sm + 4 * 32768 + ((x) * 128u + lane4)) \
+           : (I)[(x)])
 
 template <int NR, int REP>
 static __device__ __forceinline__ void kgpu_aes_encrypt(kgpu_aes_u32 s[4], const kgpu_aes_u32 *rk,
                                                         const kgpu_aes_u32 *T, kgpu_aes_u32 lane)
 {
+    const kgpu_aes_u32 lane4 = lane * 4;
     kgpu_aes_u32 s0 = s[0] ^ rk[0], s1 = s[1] ^ rk[1], s2 = s[2] ^ rk[2], s3 = s[3] ^ rk[3];
 #pragma unroll
     for (int r = 1; r < NR; r++) {
         const kgpu_aes_u32 *k = rk + 4 * r;
-        kgpu_aes_u32 t0 = KGPU_AES_T(T, REP, 0, s0 >> 24) ^ KGPU_AES_T(T, REP, 1, (s1 >> 16) & 0xff) ^
-                          KGPU_AES_T(T, REP, 2, (s2 >> 8) & 0xff) ^ KGPU_AES_T(T, REP, 3, s3 & 0xff) ^ k[0];
-        kgpu_aes_u32 t1 = KGPU_AES_T(T, REP, 0, s1 >> 24) ^ KGPU_AES_T(T, REP, 1, (s2 >> 16) & 0xff) ^
-                          KGPU_AES_T(T, REP, 2, (s3 >> 8) & 0xff) ^ KGPU_AES_T(T, REP, 3, s0 & 0xff) ^ k[1];
-        kgpu_aes_u32 t2 = KGPU_AES_T(T, REP, 0, s2 >> 24) ^ KGPU_AES_T(T, REP, 1, (s3 >> 16) & 0xff) ^
-                          KGPU_AES_T(T, REP, 2, (s0 >> 8) & 0xff) ^ KGPU_AES_T(T, REP, 3, s1 & 0xff) ^ k[2];
-        kgpu_aes_u32 t3 = KGPU_AES_T(T, REP, 0, s3 >> 24) ^ KGPU_AES_T(T, REP, 1, (s0 >> 16) & 0xff) ^
-                          KGPU_AES_T(T, REP, 2, (s1 >> 8) & 0xff) ^ KGPU_AES_T(T, REP, 3, s2 & 0xff) ^ k[3];
+        kgpu_aes_u32 t0 = KGPU_AES_T(T, REP, 0, KGPU_AES_B3(s0)) ^ KGPU_AES_T(T, REP, 1, KGPU_AES_B2(s1)) ^
+                          KGPU_AES_T(T, REP, 2, KGPU_AES_B1(s2)) ^ KGPU_AES_T(T, REP, 3, KGPU_AES_B0(s3)) ^ k[0];
+        kgpu_aes_u32 t1 = KGPU_AES_T(T, REP, 0, KGPU_AES_B3(s1)) ^ KGPU_AES_T(T, REP, 1, KGPU_AES_B2(s2)) ^
+                          KGPU_AES_T(T, REP, 2, KGPU_AES_B1(s3)) ^ KGPU_AES_T(T, REP, 3, KGPU_AES_B0(s0)) ^ k[1];
+        kgpu_aes_u32 t2 = KGPU_AES_T(T, REP, 0, KGPU_AES_B3(s2)) ^ KGPU_AES_T(T, REP, 1, KGPU_AES_B2(s3)) ^
+                          KGPU_AES_T(T, REP, 2, KGPU_AES_B1(s0)) ^ KGPU_AES_T(T, REP, 3, KGPU_AES_B0(s1)) ^ k[2];
+        kgpu_aes_u32 t3 = KGPU_AES_T(T, REP, 0, KGPU_AES_B3(s3)) ^ KGPU_AES_T(T, REP, 1, KGPU_AES_B2(s0)) ^
+                          KGPU_AES_T(T, REP, 2, KGPU_AES_B1(s1)) ^ KGPU_AES_T(T, REP, 3, KGPU_AES_B0(s2)) ^ k[3];
         s0 = t0;
         s1 = t1;
         s2 = t2;
@@ -96,14 +112,14 @@ static __device__ __forceinline__ void kgpu_aes_encrypt(kgpu_aes_u32 s[4], const
     const kgpu_aes_u32 *k = rk + 4 * NR;
     // Last round: Te2 carries S[x] in its top byte, Te3 in byte 2, Te0 in
     // byte 1 and Te1 in the low byte.
-    s[0] = (KGPU_AES_T(T, REP, 2, s0 >> 24) & 0xff000000u) ^ (KGPU_AES_T(T, REP, 3, (s1 >> 16) & 0xff) & 0x00ff0000u) ^
-           (KGPU_AES_T(T, REP, 0, (s2 >> 8) & 0xff) & 0x0000ff00u) ^ (KGPU_AES_T(T, REP, 1, s3 & 0xff) & 0x000000ffu) ^ k[0];
-    s[1] = (KGPU_AES_T(T, REP, 2, s1 >> 24) & 0xff000000u) ^ (KGPU_AES_T(T, REP, 3, (s2 >> 16) & 0xff) & 0x00ff0000u) ^
-           (KGPU_AES_T(T, REP, 0, (s3 >> 8) & 0xff) & 0x0000ff00u) ^ (KGPU_AES_T(T, REP, 1, s0 & 0xff) & 0x000000ffu) ^ k[1];
-    s[2] = (KGPU_AES_T(T, REP, 2, s2 >> 24) & 0xff000000u) ^ (KGPU_AES_T(T, REP, 3, (s3 >> 16) & 0xff) & 0x00ff0000u) ^
-           (KGPU_AES_T(T, REP, 0, (s0 >> 8) & 0xff) & 0x0000ff00u) ^ (KGPU_AES_T(T, REP, 1, s1 & 0xff) & 0x000000ffu) ^ k[2];
-    s[3] = (KGPU_AES_T(T, REP, 2, s3 >> 24) & 0xff000000u) ^ (KGPU_AES_T(T, REP, 3, (s0 >> 16) & 0xff) & 0x00ff0000u) ^
-           (KGPU_AES_T(T, REP, 0, (s1 >> 8) & 0xff) & 0x0000ff00u) ^ (KGPU_AES_T(T, REP, 1, s2 & 0xff) & 0x000000ffu) ^ k[3];
+    s[0] = (KGPU_AES_T(T, REP, 2, KGPU_AES_B3(s0)) & 0xff000000u) ^ (KGPU_AES_T(T, REP, 3, KGPU_AES_B2(s1)) & 0x00ff0000u) ^
+           (KGPU_AES_T(T, REP, 0, KGPU_AES_B1(s2)) & 0x0000ff00u) ^ (KGPU_AES_T(T, REP, 1, KGPU_AES_B0(s3)) & 0x000000ffu) ^ k[0];
+    s[1] = (KGPU_AES_T(T, REP, 2, KGPU_AES_B3(s1)) & 0xff000000u) ^ (KGPU_AES_T(T, REP, 3, KGPU_AES_B2(s2)) & 0x00ff0000u) ^
+           (KGPU_AES_T(T, REP, 0, KGPU_AES_B1(s3)) & 0x0000ff00u) ^ (KGPU_AES_T(T, REP, 1, KGPU_AES_B0(s0)) & 0x000000ffu) ^ k[1];
+    s[2] = (KGPU_AES_T(T, REP, 2, KGPU_AES_B3(s2)) & 0xff000000u) ^ (KGPU_AES_T(T, REP, 3, KGPU_AES_B2(s3)) & 0x00ff0000u) ^
+           (KGPU_AES_T(T, REP, 0, KGPU_AES_B1(s0)) & 0x0000ff00u) ^ (KGPU_AES_T(T, REP, 1, KGPU_AES_B0(s1)) & 0x000000ffu) ^ k[2];
+    s[3] = (KGPU_AES_T(T, REP, 2, KGPU_AES_B3(s3)) & 0xff000000u) ^ (KGPU_AES_T(T, REP, 3, KGPU_AES_B2(s0)) & 0x00ff0000u) ^
+           (KGPU_AES_T(T, REP, 0, KGPU_AES_B1(s1)) & 0x0000ff00u) ^ (KGPU_AES_T(T, REP, 1, KGPU_AES_B0(s2)) & 0x000000ffu) ^ k[3];
 }
 
 template <int NR, int REP>
@@ -111,32 +127,33 @@ static __device__ __forceinline__ void kgpu_aes_decrypt(kgpu_aes_u32 s[4], const
                                                         const kgpu_aes_u32 *T, const kgpu_aes_u32 *I,
                                                         kgpu_aes_u32 lane)
 {
+    const kgpu_aes_u32 lane4 = lane * 4;
     kgpu_aes_u32 s0 = s[0] ^ rk[0], s1 = s[1] ^ rk[1], s2 = s[2] ^ rk[2], s3 = s[3] ^ rk[3];
 #pragma unroll
     for (int r = 1; r < NR; r++) {
         const kgpu_aes_u32 *k = rk + 4 * r;
-        kgpu_aes_u32 t0 = KGPU_AES_T(T, REP, 0, s0 >> 24) ^ KGPU_AES_T(T, REP, 1, (s3 >> 16) & 0xff) ^
-                          KGPU_AES_T(T, REP, 2, (s2 >> 8) & 0xff) ^ KGPU_AES_T(T, REP, 3, s1 & 0xff) ^ k[0];
-        kgpu_aes_u32 t1 = KGPU_AES_T(T, REP, 0, s1 >> 24) ^ KGPU_AES_T(T, REP, 1, (s0 >> 16) & 0xff) ^
-                          KGPU_AES_T(T, REP, 2, (s3 >> 8) & 0xff) ^ KGPU_AES_T(T, REP, 3, s2 & 0xff) ^ k[1];
-        kgpu_aes_u32 t2 = KGPU_AES_T(T, REP, 0, s2 >> 24) ^ KGPU_AES_T(T, REP, 1, (s1 >> 16) & 0xff) ^
-                          KGPU_AES_T(T, REP, 2, (s0 >> 8) & 0xff) ^ KGPU_AES_T(T, REP, 3, s3 & 0xff) ^ k[2];
-        kgpu_aes_u32 t3 = KGPU_AES_T(T, REP, 0, s3 >> 24) ^ KGPU_AES_T(T, REP, 1, (s2 >> 16) & 0xff) ^
-                          KGPU_AES_T(T, REP, 2, (s1 >> 8) & 0xff) ^ KGPU_AES_T(T, REP, 3, s0 & 0xff) ^ k[3];
+        kgpu_aes_u32 t0 = KGPU_AES_T(T, REP, 0, KGPU_AES_B3(s0)) ^ KGPU_AES_T(T, REP, 1, KGPU_AES_B2(s3)) ^
+                          KGPU_AES_T(T, REP, 2, KGPU_AES_B1(s2)) ^ KGPU_AES_T(T, REP, 3, KGPU_AES_B0(s1)) ^ k[0];
+        kgpu_aes_u32 t1 = KGPU_AES_T(T, REP, 0, KGPU_AES_B3(s1)) ^ KGPU_AES_T(T, REP, 1, KGPU_AES_B2(s0)) ^
+                          KGPU_AES_T(T, REP, 2, KGPU_AES_B1(s3)) ^ KGPU_AES_T(T, REP, 3, KGPU_AES_B0(s2)) ^ k[1];
+        kgpu_aes_u32 t2 = KGPU_AES_T(T, REP, 0, KGPU_AES_B3(s2)) ^ KGPU_AES_T(T, REP, 1, KGPU_AES_B2(s1)) ^
+                          KGPU_AES_T(T, REP, 2, KGPU_AES_B1(s0)) ^ KGPU_AES_T(T, REP, 3, KGPU_AES_B0(s3)) ^ k[2];
+        kgpu_aes_u32 t3 = KGPU_AES_T(T, REP, 0, KGPU_AES_B3(s3)) ^ KGPU_AES_T(T, REP, 1, KGPU_AES_B2(s2)) ^
+                          KGPU_AES_T(T, REP, 2, KGPU_AES_B1(s1)) ^ KGPU_AES_T(T, REP, 3, KGPU_AES_B0(s0)) ^ k[3];
         s0 = t0;
         s1 = t1;
         s2 = t2;
         s3 = t3;
     }
     const kgpu_aes_u32 *k = rk + 4 * NR;
-    s[0] = (KGPU_AES_I(I, REP, s0 >> 24) << 24) ^ (KGPU_AES_I(I, REP, (s3 >> 16) & 0xff) << 16) ^
-           (KGPU_AES_I(I, REP, (s2 >> 8) & 0xff) << 8) ^ KGPU_AES_I(I, REP, s1 & 0xff) ^ k[0];
-    s[1] = (KGPU_AES_I(I, REP, s1 >> 24) << 24) ^ (KGPU_AES_I(I, REP, (s0 >> 16) & 0xff) << 16) ^
-           (KGPU_AES_I(I, REP, (s3 >> 8) & 0xff) << 8) ^ KGPU_AES_I(I, REP, s2 & 0xff) ^ k[1];
-    s[2] = (KGPU_AES_I(I, REP, s2 >> 24) << 24) ^ (KGPU_AES_I(I, REP, (s1 >> 16) & 0xff) << 16) ^
-           (KGPU_AES_I(I, REP, (s0 >> 8) & 0xff) << 8) ^ KGPU_AES_I(I, REP, s3 & 0xff) ^ k[2];
-    s[3] = (KGPU_AES_I(I, REP, s3 >> 24) << 24) ^ (KGPU_AES_I(I, REP, (s2 >> 16) & 0xff) << 16) ^
-           (KGPU_AES_I(I, REP, (s1 >> 8) & 0xff) << 8) ^ KGPU_AES_I(I, REP, s0 & 0xff) ^ k[3];
+    s[0] = (KGPU_AES_I(I, REP, KGPU_AES_B3(s0)) << 24) ^ (KGPU_AES_I(I, REP, KGPU_AES_B2(s3)) << 16) ^
+           (KGPU_AES_I(I, REP, KGPU_AES_B1(s2)) << 8) ^ KGPU_AES_I(I, REP, KGPU_AES_B0(s1)) ^ k[0];
+    s[1] = (KGPU_AES_I(I, REP, KGPU_AES_B3(s1)) << 24) ^ (KGPU_AES_I(I, REP, KGPU_AES_B2(s0)) << 16) ^
+           (KGPU_AES_I(I, REP, KGPU_AES_B1(s3)) << 8) ^ KGPU_AES_I(I, REP, KGPU_AES_B0(s2)) ^ k[1];
+    s[2] = (KGPU_AES_I(I, REP, KGPU_AES_B3(s2)) << 24) ^ (KGPU_AES_I(I, REP, KGPU_AES_B2(s1)) << 16) ^
+           (KGPU_AES_I(I, REP, KGPU_AES_B1(s0)) << 8) ^ KGPU_AES_I(I, REP, KGPU_AES_B0(s3)) ^ k[2];
+    s[3] = (KGPU_AES_I(I, REP, KGPU_AES_B3(s3)) << 24) ^ (KGPU_AES_I(I, REP, KGPU_AES_B2(s2)) << 16) ^
+           (KGPU_AES_I(I, REP, KGPU_AES_B1(s1)) << 8) ^ KGPU_AES_I(I, REP, KGPU_AES_B0(s0)) ^ k[3];
 }
 
 // 16 bytes as four little-endian words.
@@ -238,19 +255,15 @@ static __device__ __forceinline__ void kgpu_aes_replicate(kgpu_aes_u32 *dst, con
         dst[k] = __ldg(src + (k >> 5));
 }
 
-static __device__ __forceinline__ void kgpu_aes_prologue(const KgpuAesArgs &a, kgpu_aes_u32 *sm, kgpu_aes_u32 *srk,
-                                                         bool dec)
+static __device__ __forceinline__ void kgpu_aes_prologue(const KgpuAesArgs &a, bool dec)
 {
     const kgpu_aes_u32 *tab = (const kgpu_aes_u32 *)a.tables;
     if (dec) {
-        kgpu_aes_replicate(sm, tab + KGPU_AES_TD, 1024);
-        kgpu_aes_replicate(sm + KGPU_AES_REP_WORDS, tab + KGPU_AES_ISB, 256);
+        kgpu_aes_replicate(kgpu_aes_sm, tab + KGPU_AES_TD, 1024);
+        kgpu_aes_replicate(kgpu_aes_sm + KGPU_AES_REP_WORDS, tab + KGPU_AES_ISB, 256);
     } else {
-        kgpu_aes_replicate(sm, tab + KGPU_AES_TE, 1024);
+        kgpu_aes_replicate(kgpu_aes_sm, tab + KGPU_AES_TE, 1024);
     }
-    const kgpu_aes_u32 *rk = (const kgpu_aes_u32 *)a.rk + (dec ? KGPU_AES_RK_DEC : KGPU_AES_RK_ENC);
-    for (int i = threadIdx.x; i < 60; i += blockDim.x)
-        srk[i] = rk[i];
     __syncthreads();
 }
 
@@ -271,7 +284,7 @@ static __device__ __forceinline__ void kgpu_aes_prologue(const KgpuAesArgs &a, k
 // ---------------------------------------------------------------- ECB
 
 template <int NR>
-static __device__ __forceinline__ void kgpu_aes_ecb_body(const KgpuAesArgs &a, const kgpu_aes_u32 *sm, const kgpu_aes_u32 *srk,
+static __device__ __forceinline__ void kgpu_aes_ecb_body(const KgpuAesArgs &a,
                                          bool dec)
 {
     const kgpu_aes_u32 lane = threadIdx.x & 31;
@@ -286,9 +299,9 @@ static __device__ __forceinline__ void kgpu_aes_ecb_body(const KgpuAesArgs &a, c
         for (int i = 0; i < 4; i++)
             w[i] = kgpu_aes_bswap(w[i]);
         if (dec)
-            kgpu_aes_decrypt<NR, 1>(w, srk, sm, sm + KGPU_AES_REP_WORDS, lane);
+            kgpu_aes_decrypt<NR, 1>(w, a.rk + KGPU_AES_RK_DEC, 0, 0, lane);
         else
-            kgpu_aes_encrypt<NR, 1>(w, srk, sm, lane);
+            kgpu_aes_encrypt<NR, 1>(w, a.rk + KGPU_AES_RK_ENC, 0, lane);
 #pragma unroll
         for (int i = 0; i < 4; i++)
             w[i] = kgpu_aes_bswap(w[i]);
@@ -296,26 +309,22 @@ static __device__ __forceinline__ void kgpu_aes_ecb_body(const KgpuAesArgs &a, c
     }
 }
 
-extern "C" __global__ void __launch_bounds__(KGPU_AES_THREADS, 1) kgpu_aes_ecb_enc(const KgpuAesArgs a)
+extern "C" __global__ void __launch_bounds__(KGPU_AES_THREADS, 1) kgpu_aes_ecb_enc(const __grid_constant__ KgpuAesArgs a)
 {
-    extern __shared__ kgpu_aes_u32 kgpu_aes_sm[];
-    __shared__ kgpu_aes_u32 srk[60];
-    kgpu_aes_prologue(a, kgpu_aes_sm, srk, false);
-    KGPU_AES_DISPATCH(a.rounds, kgpu_aes_ecb_body, a, kgpu_aes_sm, srk, false);
+    kgpu_aes_prologue(a, false);
+    KGPU_AES_DISPATCH(a.rounds, kgpu_aes_ecb_body, a, false);
 }
 
-extern "C" __global__ void __launch_bounds__(KGPU_AES_THREADS, 1) kgpu_aes_ecb_dec(const KgpuAesArgs a)
+extern "C" __global__ void __launch_bounds__(KGPU_AES_THREADS, 1) kgpu_aes_ecb_dec(const __grid_constant__ KgpuAesArgs a)
 {
-    extern __shared__ kgpu_aes_u32 kgpu_aes_sm[];
-    __shared__ kgpu_aes_u32 srk[60];
-    kgpu_aes_prologue(a, kgpu_aes_sm, srk, true);
-    KGPU_AES_DISPATCH(a.rounds, kgpu_aes_ecb_body, a, kgpu_aes_sm, srk, true);
+    kgpu_aes_prologue(a, true);
+    KGPU_AES_DISPATCH(a.rounds, kgpu_aes_ecb_body, a, true);
 }
 
 // ---------------------------------------------------------------- CTR
 
 template <int NR>
-static __device__ __forceinline__ void kgpu_aes_ctr_body(const KgpuAesArgs &a, const kgpu_aes_u32 *sm, const kgpu_aes_u32 *srk)
+static __device__ __forceinline__ void kgpu_aes_ctr_body(const KgpuAesArgs &a)
 {
     const kgpu_aes_u32 lane = threadIdx.x & 31;
     const kgpu_aes_u64 fb = a.unit_len >> 4;
@@ -336,7 +345,7 @@ static __device__ __forceinline__ void kgpu_aes_ctr_body(const KgpuAesArgs &a, c
         s[1] = (kgpu_aes_u32)hi;
         s[2] = (kgpu_aes_u32)(lo2 >> 32);
         s[3] = (kgpu_aes_u32)lo2;
-        kgpu_aes_encrypt<NR, 1>(s, srk, sm, lane);
+        kgpu_aes_encrypt<NR, 1>(s, a.rk + KGPU_AES_RK_ENC, 0, lane);
         kgpu_aes_u8 *p = data + u * a.unit_len + j * 16;
         kgpu_aes_u32 w[4];
         kgpu_aes_load(p, al, w);
@@ -347,12 +356,10 @@ static __device__ __forceinline__ void kgpu_aes_ctr_body(const KgpuAesArgs &a, c
     }
 }
 
-extern "C" __global__ void __launch_bounds__(KGPU_AES_THREADS, 1) kgpu_aes_ctr(const KgpuAesArgs a)
+extern "C" __global__ void __launch_bounds__(KGPU_AES_THREADS, 1) kgpu_aes_ctr(const __grid_constant__ KgpuAesArgs a)
 {
-    extern __shared__ kgpu_aes_u32 kgpu_aes_sm[];
-    __shared__ kgpu_aes_u32 srk[60];
-    kgpu_aes_prologue(a, kgpu_aes_sm, srk, false);
-    KGPU_AES_DISPATCH(a.rounds, kgpu_aes_ctr_body, a, kgpu_aes_sm, srk);
+    kgpu_aes_prologue(a, false);
+    KGPU_AES_DISPATCH(a.rounds, kgpu_aes_ctr_body, a);
 }
 
 // The partial last block of each unit (unit_len % 16 != 0), one thread per unit.
@@ -360,7 +367,7 @@ template <int NR>
 static __device__ __forceinline__ void kgpu_aes_ctr_tail_body(const KgpuAesArgs &a)
 {
     const kgpu_aes_u32 *T = (const kgpu_aes_u32 *)a.tables + KGPU_AES_TE;
-    const kgpu_aes_u32 *rk = (const kgpu_aes_u32 *)a.rk + KGPU_AES_RK_ENC;
+    const kgpu_aes_u32 *rk = a.rk + KGPU_AES_RK_ENC;
     const kgpu_aes_u32 lane = 0;
     const kgpu_aes_u64 fb = a.unit_len >> 4;
     const kgpu_aes_u32 tail = (kgpu_aes_u32)(a.unit_len & 15);
@@ -384,7 +391,7 @@ static __device__ __forceinline__ void kgpu_aes_ctr_tail_body(const KgpuAesArgs 
     }
 }
 
-extern "C" __global__ void kgpu_aes_ctr_tail(const KgpuAesArgs a)
+extern "C" __global__ void kgpu_aes_ctr_tail(const __grid_constant__ KgpuAesArgs a)
 {
     KGPU_AES_DISPATCH(a.rounds, kgpu_aes_ctr_tail_body, a);
 }
@@ -396,7 +403,7 @@ template <int NR>
 static __device__ __forceinline__ void kgpu_aes_xts_tweak_body(const KgpuAesArgs &a)
 {
     const kgpu_aes_u32 *T = (const kgpu_aes_u32 *)a.tables + KGPU_AES_TE;
-    const kgpu_aes_u32 *rk = (const kgpu_aes_u32 *)a.rk + KGPU_AES_RK_TWEAK;
+    const kgpu_aes_u32 *rk = a.rk + KGPU_AES_RK_TWEAK;
     const kgpu_aes_u32 lane = 0;
     uint4 *out = (uint4 *)a.scratch;
     const kgpu_aes_u64 stride = (kgpu_aes_u64)gridDim.x * blockDim.x;
@@ -408,7 +415,7 @@ static __device__ __forceinline__ void kgpu_aes_xts_tweak_body(const KgpuAesArgs
     }
 }
 
-extern "C" __global__ void kgpu_aes_xts_tweak(const KgpuAesArgs a)
+extern "C" __global__ void kgpu_aes_xts_tweak(const __grid_constant__ KgpuAesArgs a)
 {
     KGPU_AES_DISPATCH(a.rounds2, kgpu_aes_xts_tweak_body, a);
 }
@@ -417,7 +424,7 @@ extern "C" __global__ void kgpu_aes_xts_tweak(const KgpuAesArgs a)
 // Units whose length is not a multiple of 16 leave their last full block to
 // the stealing kernel.
 template <int NR>
-static __device__ __forceinline__ void kgpu_aes_xts_body(const KgpuAesArgs &a, const kgpu_aes_u32 *sm, const kgpu_aes_u32 *srk,
+static __device__ __forceinline__ void kgpu_aes_xts_body(const KgpuAesArgs &a,
                                          bool dec)
 {
     const kgpu_aes_u32 lane = threadIdx.x & 31;
@@ -462,9 +469,9 @@ static __device__ __forceinline__ void kgpu_aes_xts_body(const KgpuAesArgs &a, c
                 for (int i = 0; i < 4; i++)
                     w[i] = kgpu_aes_bswap(w[i] ^ v[i]);
                 if (dec)
-                    kgpu_aes_decrypt<NR, 1>(w, srk, sm, sm + KGPU_AES_REP_WORDS, lane);
+                    kgpu_aes_decrypt<NR, 1>(w, a.rk + KGPU_AES_RK_DEC, 0, 0, lane);
                 else
-                    kgpu_aes_encrypt<NR, 1>(w, srk, sm, lane);
+                    kgpu_aes_encrypt<NR, 1>(w, a.rk + KGPU_AES_RK_ENC, 0, lane);
 #pragma unroll
                 for (int i = 0; i < 4; i++)
                     w[i] = kgpu_aes_bswap(w[i]) ^ v[i];
@@ -475,20 +482,16 @@ static __device__ __forceinline__ void kgpu_aes_xts_body(const KgpuAesArgs &a, c
     }
 }
 
-extern "C" __global__ void __launch_bounds__(KGPU_AES_THREADS, 1) kgpu_aes_xts_enc(const KgpuAesArgs a)
+extern "C" __global__ void __launch_bounds__(KGPU_AES_THREADS, 1) kgpu_aes_xts_enc(const __grid_constant__ KgpuAesArgs a)
 {
-    extern __shared__ kgpu_aes_u32 kgpu_aes_sm[];
-    __shared__ kgpu_aes_u32 srk[60];
-    kgpu_aes_prologue(a, kgpu_aes_sm, srk, false);
-    KGPU_AES_DISPATCH(a.rounds, kgpu_aes_xts_body, a, kgpu_aes_sm, srk, false);
+    kgpu_aes_prologue(a, false);
+    KGPU_AES_DISPATCH(a.rounds, kgpu_aes_xts_body, a, false);
 }
 
-extern "C" __global__ void __launch_bounds__(KGPU_AES_THREADS, 1) kgpu_aes_xts_dec(const KgpuAesArgs a)
+extern "C" __global__ void __launch_bounds__(KGPU_AES_THREADS, 1) kgpu_aes_xts_dec(const __grid_constant__ KgpuAesArgs a)
 {
-    extern __shared__ kgpu_aes_u32 kgpu_aes_sm[];
-    __shared__ kgpu_aes_u32 srk[60];
-    kgpu_aes_prologue(a, kgpu_aes_sm, srk, true);
-    KGPU_AES_DISPATCH(a.rounds, kgpu_aes_xts_body, a, kgpu_aes_sm, srk, true);
+    kgpu_aes_prologue(a, true);
+    KGPU_AES_DISPATCH(a.rounds, kgpu_aes_xts_body, a, true);
 }
 
 // One XTS block with plain tables: w (little-endian words) = E/D(w ^ t) ^ t.
@@ -497,7 +500,7 @@ static __device__ __forceinline__ void kgpu_aes_xts_one(const KgpuAesArgs &a, kg
                                                         bool dec)
 {
     const kgpu_aes_u32 *tab = (const kgpu_aes_u32 *)a.tables;
-    const kgpu_aes_u32 *rk = (const kgpu_aes_u32 *)a.rk;
+    const kgpu_aes_u32 *rk = a.rk;
     const kgpu_aes_u32 lane = 0;
 #pragma unroll
     for (int i = 0; i < 4; i++)
@@ -557,12 +560,12 @@ static __device__ __forceinline__ void kgpu_aes_xts_cts_body(const KgpuAesArgs &
     }
 }
 
-extern "C" __global__ void kgpu_aes_xts_cts_enc(const KgpuAesArgs a)
+extern "C" __global__ void kgpu_aes_xts_cts_enc(const __grid_constant__ KgpuAesArgs a)
 {
     KGPU_AES_DISPATCH(a.rounds, kgpu_aes_xts_cts_body, a, false);
 }
 
-extern "C" __global__ void kgpu_aes_xts_cts_dec(const KgpuAesArgs a)
+extern "C" __global__ void kgpu_aes_xts_cts_dec(const __grid_constant__ KgpuAesArgs a)
 {
     KGPU_AES_DISPATCH(a.rounds, kgpu_aes_xts_cts_body, a, true);
 }
@@ -571,7 +574,7 @@ extern "C" __global__ void kgpu_aes_xts_cts_dec(const KgpuAesArgs a)
 
 // Encryption is sequential within a unit: one thread per unit.
 template <int NR>
-static __device__ __forceinline__ void kgpu_aes_cbc_enc_body(const KgpuAesArgs &a, const kgpu_aes_u32 *sm, const kgpu_aes_u32 *srk)
+static __device__ __forceinline__ void kgpu_aes_cbc_enc_body(const KgpuAesArgs &a)
 {
     const kgpu_aes_u32 lane = threadIdx.x & 31;
     const kgpu_aes_u64 fb = a.unit_len >> 4;
@@ -588,7 +591,7 @@ static __device__ __forceinline__ void kgpu_aes_cbc_enc_body(const KgpuAesArgs &
 #pragma unroll
             for (int i = 0; i < 4; i++)
                 w[i] = kgpu_aes_bswap(w[i]) ^ prev[i];
-            kgpu_aes_encrypt<NR, 1>(w, srk, sm, lane);
+            kgpu_aes_encrypt<NR, 1>(w, a.rk + KGPU_AES_RK_ENC, 0, lane);
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 prev[i] = w[i];
@@ -599,19 +602,17 @@ static __device__ __forceinline__ void kgpu_aes_cbc_enc_body(const KgpuAesArgs &
     }
 }
 
-extern "C" __global__ void __launch_bounds__(KGPU_AES_THREADS, 1) kgpu_aes_cbc_enc(const KgpuAesArgs a)
+extern "C" __global__ void __launch_bounds__(KGPU_AES_THREADS, 1) kgpu_aes_cbc_enc(const __grid_constant__ KgpuAesArgs a)
 {
-    extern __shared__ kgpu_aes_u32 kgpu_aes_sm[];
-    __shared__ kgpu_aes_u32 srk[60];
-    kgpu_aes_prologue(a, kgpu_aes_sm, srk, false);
-    KGPU_AES_DISPATCH(a.rounds, kgpu_aes_cbc_enc_body, a, kgpu_aes_sm, srk);
+    kgpu_aes_prologue(a, false);
+    KGPU_AES_DISPATCH(a.rounds, kgpu_aes_cbc_enc_body, a);
 }
 
 // Decryption is parallel: one warp per unit, 32 blocks per step; the previous
 // ciphertext block comes from the neighbouring lane, or from the last lane of
 // the previous step, so nothing is read after it was overwritten.
 template <int NR>
-static __device__ __forceinline__ void kgpu_aes_cbc_dec_body(const KgpuAesArgs &a, const kgpu_aes_u32 *sm, const kgpu_aes_u32 *srk)
+static __device__ __forceinline__ void kgpu_aes_cbc_dec_body(const KgpuAesArgs &a)
 {
     const kgpu_aes_u32 lane = threadIdx.x & 31;
     const kgpu_aes_u64 fb = a.unit_len >> 4;
@@ -642,7 +643,7 @@ static __device__ __forceinline__ void kgpu_aes_cbc_dec_body(const KgpuAesArgs &
                 w[i] = kgpu_aes_bswap(c[i]);
             }
             if (valid) {
-                kgpu_aes_decrypt<NR, 1>(w, srk, sm, sm + KGPU_AES_REP_WORDS, lane);
+                kgpu_aes_decrypt<NR, 1>(w, a.rk + KGPU_AES_RK_DEC, 0, 0, lane);
 #pragma unroll
                 for (int i = 0; i < 4; i++)
                     w[i] = kgpu_aes_bswap(w[i]) ^ prev[i];
@@ -652,10 +653,8 @@ static __device__ __forceinline__ void kgpu_aes_cbc_dec_body(const KgpuAesArgs &
     }
 }
 
-extern "C" __global__ void __launch_bounds__(KGPU_AES_THREADS, 1) kgpu_aes_cbc_dec(const KgpuAesArgs a)
+extern "C" __global__ void __launch_bounds__(KGPU_AES_THREADS, 1) kgpu_aes_cbc_dec(const __grid_constant__ KgpuAesArgs a)
 {
-    extern __shared__ kgpu_aes_u32 kgpu_aes_sm[];
-    __shared__ kgpu_aes_u32 srk[60];
-    kgpu_aes_prologue(a, kgpu_aes_sm, srk, true);
-    KGPU_AES_DISPATCH(a.rounds, kgpu_aes_cbc_dec_body, a, kgpu_aes_sm, srk);
+    kgpu_aes_prologue(a, true);
+    KGPU_AES_DISPATCH(a.rounds, kgpu_aes_cbc_dec_body, a);
 }

@@ -4,6 +4,11 @@
 //! services' sources), loads the module and builds an [`AesGpu`] from it. The
 //! device holds a mirror of the data area; before [`AesGpu::launch`] the caller
 //! has copied the input to the output extent, and the kernels work in place there.
+//!
+//! Expanded key schedules travel as kernel parameters (the constant bank, which
+//! the kernels use directly as instruction operands): nothing is uploaded per
+//! key, and no device memory is shared between streams except the read-only
+//! lookup tables. Schedules are cached on the host by key tag.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,18 +50,17 @@ const SMALL_THREADS: u32 = 256;
 const ENC_SMEM: u32 = 4 * 256 * 32 * 4;
 /// Dynamic shared memory of the decryption kernels: Td0..Td3 and the inverse S-box × 32 copies.
 const DEC_SMEM: u32 = 5 * 256 * 32 * 4;
-/// Words of a device key buffer: encryption, decryption and tweak schedules.
+/// Words of the schedules passed to the kernels: encryption, decryption, tweak encryption.
 const KEY_WORDS: usize = 3 * MAX_SCHEDULE_WORDS;
-/// Default bound of the device key cache.
+/// Default bound of the schedule cache.
 pub const DEFAULT_GPU_KEY_CACHE: usize = 1024;
 
 /// Kernel arguments; must match `struct KgpuAesArgs` in `cuda/aes.cu`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct KernelArgs {
     data: u64,
     aux: u64,
-    rk: u64,
     tables: u64,
     scratch: u64,
     start_sector: u64,
@@ -69,9 +73,10 @@ struct KernelArgs {
     fb_shift: u32,
     pad: u32,
     iv: [u8; 16],
+    rk: [u32; KEY_WORDS],
 }
 
-const _: () = assert!(core::mem::size_of::<KernelArgs>() == 104);
+const _: () = assert!(core::mem::size_of::<KernelArgs>() == 96 + 4 * KEY_WORDS);
 
 // SAFETY: `KernelArgs` is `repr(C)` plain data (integers and a byte array) with
 // the layout of `struct KgpuAesArgs` (checked size, same field order, no
@@ -139,7 +144,7 @@ pub struct AesGpuRequest<'a> {
     pub unit: u32,
     /// Encoded [`AesParams`].
     pub params: [u8; 32],
-    /// Key tag (0: do not cache the device schedule).
+    /// Key tag (0: do not cache the expanded schedule).
     pub key_tag: u64,
     /// Raw key bytes (host memory).
     pub key: &'a [u8],
@@ -156,7 +161,7 @@ pub struct AesGpuRequest<'a> {
 struct KeyEntry {
     raw: Vec<u8>,
     xts: bool,
-    buf: Arc<CudaSlice<u32>>,
+    words: Arc<[u32; KEY_WORDS]>,
 }
 
 struct Kernels {
@@ -174,7 +179,7 @@ struct Kernels {
 }
 
 /// The GPU backend: the module's kernels, the lookup tables on the device and
-/// a bounded cache of device key schedules keyed by tag.
+/// a bounded cache of expanded key schedules keyed by tag.
 pub struct AesGpu {
     k: Kernels,
     tables: CudaSlice<u32>,
@@ -212,9 +217,9 @@ impl AesGpu {
         debug_assert_eq!(host.len(), GPU_TABLE_WORDS);
         let tables = stream.clone_htod(&host)?;
         stream.synchronize()?;
-        let sms = stream
-            .context()
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let sms = stream.context().attribute(
+            cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+        )?;
         Ok(AesGpu {
             k,
             tables,
@@ -224,12 +229,12 @@ impl AesGpu {
         })
     }
 
-    /// Number of cached device key schedules.
+    /// Number of cached key schedules.
     pub fn cached_keys(&self) -> usize {
         self.keys.lock().map(|k| k.len()).unwrap_or(0)
     }
 
-    fn key_words(key: &[u8], layout: &Layout) -> Result<Vec<u32>, AesError> {
+    fn key_words(key: &[u8], layout: &Layout) -> Result<[u32; KEY_WORDS], AesError> {
         let half = layout.aes_key_len as usize;
         let (data_key, tweak_key) = if layout.mode == Mode::Xts {
             (&key[..half], Some(&key[half..]))
@@ -237,7 +242,7 @@ impl AesGpu {
             (key, None)
         };
         let ks = round_keys(data_key)?;
-        let mut words = vec![0u32; KEY_WORDS];
+        let mut words = [0u32; KEY_WORDS];
         words[..MAX_SCHEDULE_WORDS].copy_from_slice(&ks.enc);
         words[MAX_SCHEDULE_WORDS..2 * MAX_SCHEDULE_WORDS].copy_from_slice(&ks.dec);
         if let Some(t) = tweak_key {
@@ -247,52 +252,44 @@ impl AesGpu {
         Ok(words)
     }
 
-    /// The device key buffer: cached by tag (uploaded and synchronised once,
-    /// so any stream may use it afterwards), or a fresh upload on `stream`.
-    fn key_buffer(
+    /// The expanded schedules of `key`, from the cache when `tag` names the same bytes.
+    fn schedules(
         &self,
-        stream: &Arc<CudaStream>,
         tag: u64,
         key: &[u8],
         layout: &Layout,
-    ) -> Result<Arc<CudaSlice<u32>>, AesGpuError> {
+    ) -> Result<Arc<[u32; KEY_WORDS]>, AesError> {
         let xts = layout.mode == Mode::Xts;
         if tag == 0 || self.cap == 0 {
-            let words = Self::key_words(key, layout)?;
-            return Ok(Arc::new(stream.clone_htod(&words)?));
+            return Ok(Arc::new(Self::key_words(key, layout)?));
         }
         let mut cache = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = cache.get(&tag) {
             if e.xts == xts && e.raw == key {
-                return Ok(Arc::clone(&e.buf));
+                return Ok(Arc::clone(&e.words));
             }
         }
-        let words = Self::key_words(key, layout)?;
-        let buf = Arc::new(stream.clone_htod(&words)?);
-        stream.synchronize()?;
+        let words = Arc::new(Self::key_words(key, layout)?);
         if cache.len() >= self.cap && !cache.contains_key(&tag) {
-            // Entries may be in use by kernels on other streams: wait for the
-            // whole device before freeing anything.
-            stream.context().synchronize()?;
-            cache.clear();
-        }
-        if let Some(old) = cache.remove(&tag) {
-            stream.context().synchronize()?;
-            drop(old);
+            if let Some(&victim) = cache.keys().next() {
+                cache.remove(&victim);
+            }
         }
         cache.insert(
             tag,
             KeyEntry {
                 raw: key.to_vec(),
                 xts,
-                buf: Arc::clone(&buf),
+                words: Arc::clone(&words),
             },
         );
-        Ok(buf)
+        Ok(words)
     }
 
     fn big(&self, work: u64, smem: u32) -> LaunchConfig {
-        let blocks = work.div_ceil(u64::from(BIG_THREADS)).clamp(1, u64::from(self.sms));
+        let blocks = work
+            .div_ceil(u64::from(BIG_THREADS))
+            .clamp(1, u64::from(self.sms));
         LaunchConfig {
             grid_dim: (blocks as u32, 1, 1),
             block_dim: (BIG_THREADS, 1, 1),
@@ -346,8 +343,7 @@ impl AesGpu {
             .checked_add(req.aux.off)
             .ok_or(AesGpuError::BadExtent)?;
 
-        let key = self.key_buffer(stream, req.key_tag, req.key, &layout)?;
-        let (rk, _rk_guard) = key.device_ptr(stream);
+        let rk = *self.schedules(req.key_tag, req.key, &layout)?;
         let (tables, _tables_guard) = self.tables.device_ptr(stream);
 
         let fb = layout.unit_len / 16;
@@ -359,7 +355,6 @@ impl AesGpu {
         let mut args = KernelArgs {
             data,
             aux,
-            rk,
             tables,
             scratch: 0,
             start_sector: params.start_sector,
@@ -372,6 +367,7 @@ impl AesGpu {
             fb_shift,
             pad: 0,
             iv: params.iv,
+            rk,
         };
         let blocks = layout.units * fb;
         let tail = layout.unit_len % 16 != 0;
@@ -442,9 +438,9 @@ impl AesGpu {
         let mut b = stream.launch_builder(f);
         b.arg(args);
         // SAFETY: `args` matches the kernels' `KgpuAesArgs` parameter; its device
-        // addresses point at the lookup tables and key schedule (kept alive by
-        // the caller until the work is queued and freed in stream order after
-        // it), the scratch buffer allocated on this stream, and the data and aux
+        // addresses point at the lookup tables (owned by `self`), the scratch
+        // buffer allocated on this stream (freed in stream order after the
+        // kernels), and the data and aux
         // extents, which `launch` checked against the mirror size. The kernels
         // touch only `units * unit_len` bytes at `data` and `16 * units` at `aux`.
         unsafe { b.launch(cfg) }?;

@@ -77,7 +77,7 @@ struct Case {
 fn check(dev: &Dev, cpu: &AesCpu, c: &Case, out_misalign: u64) {
     let len = c.data.len() as u64;
     let in_off = 64u64;
-    let out_off = (in_off + len + 64 + 255) / 256 * 256 + out_misalign;
+    let out_off = (in_off + len + 64).div_ceil(256) * 256 + out_misalign;
     let aux_off = out_off + len + 32 + 5;
     let size = aux_off + c.aux.len() as u64 + 64;
     let mut host = vec![POISON; size as usize];
@@ -208,7 +208,11 @@ fn gpu_matches_cpu() {
                         params,
                         data,
                         aux,
-                        key_tag: if r.gen_bool(0.5) { 0 } else { r.gen_range(1..4) },
+                        key_tag: if r.gen_bool(0.5) {
+                            0
+                        } else {
+                            r.gen_range(1..4)
+                        },
                     };
                     for misalign in [0u64, 3] {
                         check(&dev, &cpu, &case, misalign);
@@ -218,7 +222,10 @@ fn gpu_matches_cpu() {
             }
         }
     }
-    println!("{n} GPU cases match the CPU; {} device keys cached", dev.gpu.cached_keys());
+    println!(
+        "{n} GPU cases match the CPU; {} key schedules cached",
+        dev.gpu.cached_keys()
+    );
 }
 
 #[test]
@@ -239,10 +246,24 @@ fn gpu_refuses_bad_requests() {
         data_size: 4096,
     };
     assert!(dev.gpu.launch(&dev.stream, base, &good).is_ok());
-    let status = |req: AesGpuRequest<'_>| dev.gpu.launch(&dev.stream, base, &req).unwrap_err().status();
+    let status = |req: AesGpuRequest<'_>| {
+        dev.gpu
+            .launch(&dev.stream, base, &req)
+            .unwrap_err()
+            .status()
+    };
     assert_eq!(status(AesGpuRequest { op: 99, ..good }), Status::UnknownOp);
-    assert_eq!(status(AesGpuRequest { key: &key[..20], ..good }), Status::BadKey);
-    assert_eq!(status(AesGpuRequest { unit: 100, ..good }), Status::BadLength);
+    assert_eq!(
+        status(AesGpuRequest {
+            key: &key[..20],
+            ..good
+        }),
+        Status::BadKey
+    );
+    assert_eq!(
+        status(AesGpuRequest { unit: 100, ..good }),
+        Status::BadLength
+    );
     assert_eq!(
         status(AesGpuRequest {
             output: Extent::new(3584, 1024),
