@@ -134,6 +134,12 @@ impl Attached {
         unsafe { &*addr_of!((*self.header()).sq_doorbell) }
     }
 
+    /// What the helper says about itself (a hint: it only stops submissions).
+    fn helper_state(&self) -> u32 {
+        // SAFETY: as in `sq_flags`.
+        unsafe { &*addr_of!((*self.header()).helper_state) }.load(Ordering::Acquire)
+    }
+
     fn data(&self) -> *mut u8 {
         // SAFETY: `data_off` comes from the validated geometry and lies inside
         // the mapping.
@@ -145,7 +151,7 @@ impl Attached {
         for e in [c.key, c.input, out, c.aux] {
             // The extents are the kernel's own; a failure is a bug here.
             if self.alloc.free(e).is_err() {
-                pr_err!("kgpu: internal error: freeing extent {}+{} failed\n", e.off, e.len);
+                pr_err!("internal error: freeing extent {}+{} failed\n", e.off, e.len);
             }
         }
     }
@@ -273,13 +279,13 @@ pub(crate) fn poll_mask() -> u32 {
 
 pub(crate) fn assert_detached() {
     if STATE.with(|s| s.att.is_some()) {
-        pr_err!("kgpu: unloading with a region attached\n");
+        pr_err!("unloading with a region attached\n");
     }
 }
 
 /// True when a helper is attached and takes requests.
 pub(crate) fn attached() -> bool {
-    STATE.with(|s| matches!(s.att.as_ref(), Some(a) if !a.draining))
+    STATE.with(|s| matches!(s.att.as_ref(), Some(a) if !a.draining && a.helper_state() != helper_state::DRAINING))
 }
 
 // ---- ioctl ------------------------------------------------------------------
@@ -315,7 +321,7 @@ pub(crate) fn ioctl(cmd: c_uint, arg: c_ulong) -> Result<i64> {
 
 fn refuse(why: &str, e: Error) -> Result {
     ATTACH_REFUSED.add(1);
-    pr_warn!("kgpu: attach refused: {}\n", why);
+    pr_warn!("attach refused: {}\n", why);
     Err(e)
 }
 
@@ -335,7 +341,7 @@ fn attach(arg: c_ulong) -> Result {
     };
     if args.version != crate::kcommon::abi::ABI_VERSION {
         pr_warn!(
-            "kgpu: helper speaks ABI {}, this module ABI {}\n",
+            "helper speaks ABI {}, this module ABI {}\n",
             args.version,
             crate::kcommon::abi::ABI_VERSION
         );
@@ -400,7 +406,7 @@ fn build(args: &AttachArgs) -> Result<KBox<Attached>> {
         shim::kgpu_shim_pin_map(args.addr as c_ulong, npages as c_ulong, &mut pages, &mut vaddr)
     };
     if ret != 0 {
-        pr_warn!("kgpu: attach refused: pinning {} pages failed ({})\n", npages, ret);
+        pr_warn!("attach refused: pinning {} pages failed ({})\n", npages, ret);
         return Err(Error::from_errno(ret));
     }
     let base = vaddr.cast::<u8>();
@@ -415,7 +421,7 @@ fn build(args: &AttachArgs) -> Result<KBox<Attached>> {
         Ok(g) => g,
         Err(e) => {
             unpin();
-            pr_warn!("kgpu: attach refused: bad region header: {}\n", e.as_str());
+            pr_warn!("attach refused: bad region header: {}\n", e.as_str());
             return Err(match e {
                 RegionError::BadVersion { .. } => errno(EPROTO),
                 _ => errno(EBADMSG),
@@ -478,17 +484,15 @@ fn build(args: &AttachArgs) -> Result<KBox<Attached>> {
         pid,
         last_scan_ns: now_ns(),
     };
-    let hdr = a.header();
-    // SAFETY: atomic fields of the mapped header.
-    unsafe {
-        (*addr_of!((*hdr).cq_flags)).store(cq_flag::NEED_WAKEUP, Ordering::Relaxed);
-        (*addr_of!((*hdr).helper_pid)).store(pid as u32, Ordering::Relaxed);
-        (*addr_of!((*hdr).helper_state)).store(helper_state::ATTACHED, Ordering::Release);
-    }
+    // `helper_state` and `helper_pid` belong to the helper (it claims the
+    // region after this ioctl); the kernel asks for a doorbell after every
+    // batch of completions.
+    // SAFETY: atomic field of the mapped header.
+    unsafe { (*addr_of!((*a.header()).cq_flags)).store(cq_flag::NEED_WAKEUP, Ordering::Release) };
     match KBox::new(a, GFP_KERNEL) {
         Ok(b) => {
             pr_info!(
-                "kgpu: helper {} attached: region {} KiB, sq {}, cq {}, data {} KiB\n",
+                "helper {} attached: region {} KiB, sq {}, cq {}, data {} KiB\n",
                 pid,
                 geom.region_size >> 10,
                 geom.sq_entries,
@@ -550,7 +554,7 @@ fn detach() {
     // state, so nothing references the mapping any more.
     unsafe { shim::kgpu_shim_unpin_unmap(a.pages, a.npages as c_ulong, a.base.cast()) };
     DETACHES.add(1);
-    pr_info!("kgpu: helper {} detached, {} requests failed\n", a.pid, failed);
+    pr_info!("helper {} detached, {} requests failed\n", a.pid, failed);
     shim::wake_waiters();
 }
 
@@ -595,7 +599,7 @@ pub(crate) fn reserve(z: &Sizes) -> core::result::Result<Reservation, SubmitErro
     let st = svc(z.service);
     let r = STATE.with(|s| {
         let Some(a) = s.att.as_mut() else { return Err(SubmitError::NoHelper) };
-        if a.draining {
+        if a.draining || a.helper_state() == helper_state::DRAINING {
             return Err(SubmitError::NoHelper);
         }
         match a.sq.space() {
@@ -763,7 +767,7 @@ pub(crate) fn cancel(epoch: u64, t: Ticket) -> bool {
 fn mark_broken(a: &mut Attached, why: &str) {
     if !a.broken {
         RING_CORRUPT.add(1);
-        pr_err!("kgpu: helper {} broke the ring protocol ({}); no more requests go to it\n", a.pid, why);
+        pr_err!("helper {} broke the ring protocol ({}); no more requests go to it\n", a.pid, why);
     }
     a.broken = true;
     a.draining = true;
@@ -814,7 +818,7 @@ pub(crate) fn reap() {
                         Err(e) => {
                             if BAD_COMPLETIONS.get() < 10 {
                                 pr_warn!(
-                                    "kgpu: ignoring completion slot {} gen {}: {}\n",
+                                    "ignoring completion slot {} gen {}: {}\n",
                                     cqe.slot,
                                     cqe.gen,
                                     e.as_str()

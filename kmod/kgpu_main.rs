@@ -195,7 +195,7 @@ impl kernel::Module for Kgpu {
             return Err(Error::from_errno(ret));
         }
         pr_info!(
-            "kgpu: /dev/kgpu ready (ABI {}, sqe {} B, cqe {} B)\n",
+            "/dev/kgpu ready (ABI {}, sqe {} B, cqe {} B)\n",
             kcommon::abi::ABI_VERSION,
             core::mem::size_of::<kcommon::abi::Sqe>(),
             core::mem::size_of::<kcommon::abi::Cqe>()
@@ -212,7 +212,7 @@ impl Drop for Kgpu {
         // SAFETY: called once at unload, after `init` succeeded.
         unsafe { shim::kgpu_shim_exit() };
         core_state::assert_detached();
-        pr_info!("kgpu: unloaded\n");
+        pr_info!("unloaded\n");
     }
 }
 

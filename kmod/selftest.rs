@@ -138,7 +138,7 @@ fn parse(cmd: &[u8]) -> Option<(u32, u32, u32)> {
 /// Runs the self-test described by `cmd`; writes the report into `out`.
 pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     let Some((count, window, max_len)) = parse(cmd) else {
-        pr_warn!("kgpu: selftest: usage: echo COUNT [WINDOW] [MAX_LEN]\n");
+        pr_warn!("selftest: usage: echo COUNT [WINDOW] [MAX_LEN]\n");
         return Err(EINVAL);
     };
     let mut buf = KVVec::from_elem(0u8, max_len as usize, GFP_KERNEL)?;
@@ -269,7 +269,7 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     );
     let _ = writeln!(w, "result: {}", if pass { "PASS" } else { "FAIL" });
     pr_info!(
-        "kgpu: selftest echo {}: ok {} failed {} nohelper {} timeouts {} mismatches {} in {} ms: {}\n",
+        "selftest echo {}: ok {} failed {} nohelper {} timeouts {} mismatches {} in {} ms: {}\n",
         count,
         ok,
         failed,

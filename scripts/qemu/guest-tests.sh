@@ -244,6 +244,55 @@ test_helper_reattach() {
     grep -q 'result: PASS' $D/selftest && stop_server
 }
 
+# runkgpu / stopkgpu, with the real helper when there is one.
+run_env() {
+    if [ -n "$HAVE_HELPER" ]; then
+        echo "KGPU_MODULE=/kgpu.ko KGPU_HELPER=$HELPER KGPU_LOG=/tmp/kgpu-helper.log"
+    else
+        echo "KGPU_MODULE=/kgpu.ko KGPU_HELPER=$KTEST KGPU_LOG=/tmp/kgpu-helper.log"
+    fi
+}
+
+runkgpu() {
+    if [ -n "$HAVE_HELPER" ]; then
+        env $(run_env) /bin/runkgpu "$@" -- serve --device /dev/kgpu --backend cpu
+    else
+        env $(run_env) /bin/runkgpu "$@" -- serve echo
+    fi
+}
+
+# expect_refusal MESSAGE COMMAND...: the command fails and prints MESSAGE.
+expect_refusal() {
+    msg=$1
+    shift
+    out=$("$@" 2>&1)
+    r=$?
+    echo "$out"
+    [ $r != 0 ] || { echo "exit status 0"; return 1; }
+    echo "$out" | grep -q "$msg" || { echo "message lacks '$msg'"; return 1; }
+}
+
+test_runkgpu_errors() {
+    rmmod kgpu 2>/dev/null
+    expect_refusal "must be run as root" su -s /bin/sh nobody -c "/bin/runkgpu" || return 1
+    expect_refusal "must be run as root" su -s /bin/sh nobody -c "/bin/stopkgpu" || return 1
+    expect_refusal "not built" env KGPU_MODULE=/nonexistent/kgpu.ko /bin/runkgpu || return 1
+    expect_refusal "nothing running" /bin/stopkgpu
+}
+
+test_runkgpu_cycle() {
+    runkgpu sync_timeout_ms=4000 || { cat /tmp/kgpu-helper.log; return 1; }
+    expect_eq param "$(cat $P/sync_timeout_ms)" 4000 || return 1
+    expect_refusal "already running" runkgpu || return 1
+    selftest echo 1000 || return 1
+    grep -q 'result: PASS' $D/selftest || return 1
+    /bin/stopkgpu || return 1
+    [ ! -d /sys/module/kgpu ] || { echo "kgpu still loaded"; return 1; }
+    expect_refusal "nothing running" /bin/stopkgpu || return 1
+    # And again, after a clean stop.
+    runkgpu && /bin/stopkgpu
+}
+
 test_unload() {
     rmmod kgpu || return 1
     [ ! -e /dev/kgpu ] && dmesg | grep -q 'kgpu: unloaded'
@@ -289,7 +338,9 @@ t standin_killed_mid_run test_kill_standin
 t standin_reattach test_reattach_standin
 t rmmod_refused_while_attached test_rmmod_refused_while_attached
 
+HAVE_HELPER=
 if [ -x $HELPER ] && $HELPER serve --help >/dev/null 2>&1; then
+    HAVE_HELPER=1
     t helper_echo_selftest test_helper_echo
     t helper_second_refused test_helper_second_refused
     t helper_killed_mid_run test_helper_kill
@@ -301,6 +352,8 @@ fi
 stop_server >/dev/null 2>&1
 t module_unload test_unload
 t reload_cycles test_reload_cycles
+t runkgpu_stopkgpu_errors test_runkgpu_errors
+t runkgpu_stopkgpu_cycle test_runkgpu_cycle
 t no_kmemleak_reports test_no_leaks
 t dmesg_clean test_dmesg_clean
 
