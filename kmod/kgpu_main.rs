@@ -26,6 +26,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 
 pub mod kcommon;
+pub mod kservices;
 mod core_state;
 pub mod api;
 mod selftest;

@@ -3,59 +3,100 @@
 //! The kernel-side self-test, triggered through debugfs:
 //!
 //! ```text
-//! echo "echo 5000 [window] [max_len]" > /sys/kernel/debug/kgpu/selftest
+//! echo "KIND COUNT [WINDOW] [MAX_LEN]" > /sys/kernel/debug/kgpu/selftest
 //! cat /sys/kernel/debug/kgpu/selftest
 //! ```
 //!
-//! Pushes `count` ECHO requests of pseudo-random lengths (1..=max_len) and
-//! contents through the ring, at most `window` in flight, one in eight of them
-//! through the synchronous API, and checks every answer byte for byte against
-//! the data it sent. Requests refused because no helper is attached are
-//! counted, not retried, so the test also terminates when the helper dies
-//! mid-run. The report says PASS only when every request came back correct.
+//! KIND is `echo` (the helper copies input to output), `aes` (ECB, CBC, CTR
+//! and XTS with plain64 sector IVs, both directions, random keys of every
+//! size) or `raid6` (P and Q of 2..14 data disks). Every request gets random
+//! lengths and contents; the expected answer is computed with the kernel's own
+//! implementation (`crypto_alloc_sync_skcipher("ecb(aes)")` and friends, the
+//! selected `raid6_call`) before submission, and every answer is compared
+//! byte for byte. At most WINDOW requests (≤ 64) are in flight; one in eight
+//! goes through the synchronous API.
+//!
+//! Requests refused because no helper is attached are counted, not retried,
+//! so the test also terminates when the helper dies mid-run. The report says
+//! PASS only when every request came back correct.
 
 use crate::api::{self, CallError, Job, Outcome, SubmitError};
-use crate::kcommon::abi::Status;
+use crate::kcommon::abi::{service, Status, PARAMS_LEN};
+use crate::kservices::{aes as aesp, raid6 as r6p};
 use crate::{shim, BufWriter};
+use core::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use kernel::alloc::{flags::GFP_KERNEL, KVVec};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use kernel::alloc::{flags::GFP_KERNEL, KVec};
 use kernel::prelude::*;
 use kernel::time::Ktime;
 
+extern "C" {
+    fn kgpu_shim_cipher_new(alg: *const c_char) -> *mut c_void;
+    fn kgpu_shim_cipher_free(tfm: *mut c_void);
+    fn kgpu_shim_cipher_run(
+        tfm: *mut c_void,
+        key: *const u8,
+        keylen: c_uint,
+        iv: *const u8,
+        src: *const u8,
+        dst: *mut u8,
+        len: c_uint,
+        encrypt: bool,
+    ) -> c_int;
+    fn kgpu_shim_raid6_name() -> *const c_char;
+    fn kgpu_shim_raid6_gen(disks: c_int, unit: usize, data: *const u8, pq: *mut u8) -> c_int;
+}
+
+const MAX_WINDOW: u32 = 64;
+/// Largest RAID6 request: 14 data disks of one page.
+const RAID6_MAX_IN: usize = 14 * 4096;
+
 struct Tally {
     run: AtomicU32,
+    active: AtomicU32,
     outstanding: AtomicU32,
     progress: AtomicU32,
+    busy: AtomicU64,
     ok: AtomicU64,
     failed: AtomicU64,
     timeouts: AtomicU64,
     mismatches: AtomicU64,
-    max_len: AtomicU32,
 }
 
 static T: Tally = Tally {
     run: AtomicU32::new(0),
+    active: AtomicU32::new(0),
     outstanding: AtomicU32::new(0),
     progress: AtomicU32::new(0),
+    busy: AtomicU64::new(0),
     ok: AtomicU64::new(0),
     failed: AtomicU64::new(0),
     timeouts: AtomicU64::new(0),
     mismatches: AtomicU64::new(0),
-    max_len: AtomicU32::new(1),
 };
 
-/// Deterministic generator: the length and bytes of request `k` of run `run`.
-struct Gen(u64);
+/// The expected answer of the request occupying each window slot.
+struct Expected {
+    ptr: AtomicPtr<u8>,
+    len: AtomicUsize,
+}
 
-impl Gen {
-    fn new(run: u32, k: u32) -> Self {
-        let mut g = Gen((u64::from(run) << 32 | u64::from(k)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        g.next();
-        g
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_EXPECTED: Expected = Expected {
+    ptr: AtomicPtr::new(core::ptr::null_mut()),
+    len: AtomicUsize::new(0),
+};
+static EXP: [Expected; MAX_WINDOW as usize] = [NO_EXPECTED; MAX_WINDOW as usize];
+
+/// xorshift64*: deterministic pseudo-random numbers.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
     fn next(&mut self) -> u64 {
-        // xorshift64*
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -63,11 +104,9 @@ impl Gen {
         self.0 = x;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn len(&mut self, max: u32) -> usize {
-        // Mostly small requests, some up to `max`.
-        let r = self.next();
-        let cap = if r & 3 == 0 { max } else { max.min(512) };
-        1 + (r >> 8) as usize % (cap as usize).max(1)
+    /// Uniform-ish in `0..n` (`n` > 0).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() >> 16) as usize % n.max(1)
     }
     fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
@@ -77,24 +116,22 @@ impl Gen {
     }
 }
 
-fn ctx_of(run: u32, k: u32) -> usize {
-    ((run as usize) << 32) | k as usize
-}
-
-/// Compares an output with what request `k` of `run` sent.
-fn verify(run: u32, k: u32, out: &api::OutView<'_>) -> bool {
-    let mut g = Gen::new(run, k);
-    let len = g.len(T.max_len.load(Ordering::Relaxed));
-    if out.len() != len {
+/// Compares an answer with the expected bytes of window slot `w`.
+fn matches(w: usize, out: &api::OutView<'_>) -> bool {
+    let len = EXP[w].len.load(Ordering::Acquire);
+    let ptr = EXP[w].ptr.load(Ordering::Acquire);
+    if out.len() != len || ptr.is_null() {
         return false;
     }
-    let mut want = [0u8; 256];
+    // SAFETY: the slot's buffer holds `len` expected bytes, written before the
+    // request was submitted and not touched until this callback frees the slot;
+    // the run's buffers stay allocated while `T.active` counts this callback.
+    let want = unsafe { core::slice::from_raw_parts(ptr, len) };
     let mut got = [0u8; 256];
     let mut off = 0;
     while off < len {
-        let n = (len - off).min(want.len());
-        g.fill(&mut want[..n]);
-        if out.copy_to(off, &mut got[..n]) != n || want[..n] != got[..n] {
+        let n = (len - off).min(got.len());
+        if out.copy_to(off, &mut got[..n]) != n || want[off..off + n] != got[..n] {
             return false;
         }
         off += n;
@@ -102,63 +139,298 @@ fn verify(run: u32, k: u32, out: &api::OutView<'_>) -> bool {
     true
 }
 
-fn done(ctx: usize, o: &Outcome<'_>) {
-    let run = (ctx >> 32) as u32;
-    let k = ctx as u32;
-    if run != T.run.load(Ordering::Acquire) {
-        // A straggler from an earlier run that gave up waiting for it.
-        return;
-    }
-    match o.status {
-        Status::Ok if verify(run, k, &o.out) => T.ok.fetch_add(1, Ordering::Relaxed),
-        Status::Ok => T.mismatches.fetch_add(1, Ordering::Relaxed),
-        Status::TimedOut => T.timeouts.fetch_add(1, Ordering::Relaxed),
+fn record(ok: Option<bool>, status: Status) {
+    match (status, ok) {
+        (Status::Ok, Some(true)) => T.ok.fetch_add(1, Ordering::Relaxed),
+        (Status::Ok, _) => T.mismatches.fetch_add(1, Ordering::Relaxed),
+        (Status::TimedOut, _) => T.timeouts.fetch_add(1, Ordering::Relaxed),
         _ => T.failed.fetch_add(1, Ordering::Relaxed),
     };
-    T.outstanding.fetch_sub(1, Ordering::AcqRel);
-    T.progress.store(1, Ordering::Release);
+}
+
+fn done(ctx: usize, o: &Outcome<'_>) {
+    T.active.fetch_add(1, Ordering::SeqCst);
+    let run = (ctx >> 32) as u32;
+    let w = ctx & 0xff;
+    if run == T.run.load(Ordering::SeqCst) && w < MAX_WINDOW as usize {
+        let ok = (o.status == Status::Ok).then(|| matches(w, &o.out));
+        record(ok, o.status);
+        T.busy.fetch_and(!(1u64 << w), Ordering::AcqRel);
+        T.outstanding.fetch_sub(1, Ordering::AcqRel);
+        T.progress.store(1, Ordering::Release);
+    }
+    T.active.fetch_sub(1, Ordering::SeqCst);
     shim::wake_waiters();
 }
 
-fn parse(cmd: &[u8]) -> Option<(u32, u32, u32)> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Echo,
+    Aes,
+    Raid6,
+}
+
+fn parse(cmd: &[u8]) -> Option<(Kind, u32, u32, u32)> {
     let s = core::str::from_utf8(cmd).ok()?;
     let mut it = s.split_ascii_whitespace();
-    if it.next()? != "echo" {
-        return None;
-    }
+    let kind = match it.next()? {
+        "echo" => Kind::Echo,
+        "aes" => Kind::Aes,
+        "raid6" => Kind::Raid6,
+        _ => return None,
+    };
     let count = it.next()?.parse::<u32>().ok()?;
     let window = it.next().map(|w| w.parse::<u32>().ok()).unwrap_or(Some(32))?;
     let max_len = it.next().map(|w| w.parse::<u32>().ok()).unwrap_or(Some(8192))?;
-    if it.next().is_some() || count == 0 || window == 0 || max_len == 0 || max_len > (1 << 20) {
+    if it.next().is_some() || count == 0 || window == 0 || window > MAX_WINDOW || max_len < 16 || max_len > (1 << 20) {
         return None;
     }
-    Some((count, window, max_len))
+    Some((kind, count, window, max_len))
+}
+
+/// The kernel's skciphers for the AES requests.
+struct Ciphers {
+    ecb: *mut c_void,
+    cbc: *mut c_void,
+    ctr: *mut c_void,
+    xts: *mut c_void,
+}
+
+impl Ciphers {
+    fn new() -> Result<Self> {
+        let get = |name: &CStr| {
+            // SAFETY: `name` is a NUL-terminated string.
+            let t = unsafe { kgpu_shim_cipher_new(name.as_ptr()) };
+            if t.is_null() {
+                pr_warn!("selftest: kernel cipher {:?} unavailable\n", name);
+            }
+            t
+        };
+        let c = Ciphers {
+            ecb: get(c"ecb(aes)"),
+            cbc: get(c"cbc(aes)"),
+            ctr: get(c"ctr(aes)"),
+            xts: get(c"xts(aes)"),
+        };
+        if c.ecb.is_null() || c.cbc.is_null() || c.ctr.is_null() || c.xts.is_null() {
+            return Err(ENOENT);
+        }
+        Ok(c)
+    }
+}
+
+impl Drop for Ciphers {
+    fn drop(&mut self) {
+        for t in [self.ecb, self.cbc, self.ctr, self.xts] {
+            if !t.is_null() {
+                // SAFETY: allocated by kgpu_shim_cipher_new and freed once.
+                unsafe { kgpu_shim_cipher_free(t) };
+            }
+        }
+    }
+}
+
+fn cipher(tfm: *mut c_void, key: &[u8], iv: Option<&[u8; 16]>, src: &[u8], dst: &mut [u8], enc: bool) -> Result {
+    // SAFETY: `tfm` is live; `src`/`dst` are kmalloc'ed buffers of at least
+    // `src.len()` bytes (the shim maps them with sg_init_one); `iv` is 16 bytes.
+    let r = unsafe {
+        kgpu_shim_cipher_run(
+            tfm,
+            key.as_ptr(),
+            key.len() as c_uint,
+            iv.map_or(core::ptr::null(), |v| v.as_ptr()),
+            src.as_ptr(),
+            dst.as_mut_ptr(),
+            src.len() as c_uint,
+            enc,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Error::from_errno(r))
+    }
+}
+
+/// One generated request and its expected answer (written into `exp`).
+struct Generated {
+    op: u16,
+    key_len: usize,
+    in_len: usize,
+    out_len: usize,
+    unit: u32,
+    count: u32,
+    params: [u8; PARAMS_LEN],
+}
+
+fn gen_echo(rng: &mut Rng, max_len: usize, input: &mut [u8], exp: &mut [u8]) -> Generated {
+    let len = 1 + if rng.next() & 3 == 0 { rng.below(max_len) } else { rng.below(max_len.min(512)) };
+    rng.fill(&mut input[..len]);
+    exp[..len].copy_from_slice(&input[..len]);
+    Generated {
+        op: 0,
+        key_len: 0,
+        in_len: len,
+        out_len: len,
+        unit: 0,
+        count: 0,
+        params: [0; PARAMS_LEN],
+    }
+}
+
+fn gen_aes(
+    rng: &mut Rng,
+    max_len: usize,
+    c: &Ciphers,
+    key: &mut [u8; 64],
+    input: &mut [u8],
+    exp: &mut [u8],
+) -> Result<Generated> {
+    use aesp::op;
+    let ops = [op::ECB_ENC, op::ECB_DEC, op::CBC_ENC, op::CBC_DEC, op::CTR, op::XTS_ENC, op::XTS_DEC];
+    let o = ops[rng.below(ops.len())];
+    let xts = o == op::XTS_ENC || o == op::XTS_DEC;
+    let key_len = if xts { [32, 64][rng.below(2)] } else { [16, 24, 32][rng.below(3)] };
+    rng.fill(&mut key[..key_len]);
+    let key = &key[..key_len];
+    let mut iv = [0u8; 16];
+    rng.fill(&mut iv);
+    let blocks = (max_len / 16).max(1);
+    let (len, unit, params) = match o {
+        op::CTR => {
+            let len = 1 + rng.below(max_len);
+            (len, 0u32, aesp::AesParams::single(iv))
+        }
+        op::XTS_ENC | op::XTS_DEC => {
+            let units = 1 + rng.below((max_len / 512).max(1));
+            let sector = rng.next() >> 20;
+            (units * 512, 512u32, aesp::AesParams::plain64(sector))
+        }
+        op::CBC_ENC | op::CBC_DEC => (16 * (1 + rng.below(blocks)), 0, aesp::AesParams::single(iv)),
+        _ => (16 * (1 + rng.below(blocks)), 0, aesp::AesParams::none()),
+    };
+    rng.fill(&mut input[..len]);
+    let (src, dst) = (&input[..len], &mut exp[..len]);
+    match o {
+        op::ECB_ENC | op::ECB_DEC => cipher(c.ecb, key, None, src, dst, o == op::ECB_ENC)?,
+        op::CBC_ENC | op::CBC_DEC => cipher(c.cbc, key, Some(&iv), src, dst, o == op::CBC_ENC)?,
+        op::CTR => cipher(c.ctr, key, Some(&iv), src, dst, true)?,
+        _ => {
+            // dm-crypt plain64: sector number, little-endian, zero-padded.
+            for (i, (s, d)) in src.chunks(512).zip(dst.chunks_mut(512)).enumerate() {
+                let mut siv = [0u8; 16];
+                siv[..8].copy_from_slice(&(params.start_sector + i as u64).to_le_bytes());
+                cipher(c.xts, key, Some(&siv), s, d, o == op::XTS_ENC)?;
+            }
+        }
+    }
+    Ok(Generated {
+        op: o,
+        key_len,
+        in_len: len,
+        out_len: len,
+        unit,
+        count: 0,
+        params: params.to_bytes(),
+    })
+}
+
+fn gen_raid6(rng: &mut Rng, input: &mut [u8], exp: &mut [u8]) -> Result<Generated> {
+    let disks = 4 + rng.below(13);
+    let unit = [512usize, 1024, 2048, 4096][rng.below(4)];
+    let len = (disks - 2) * unit;
+    rng.fill(&mut input[..len]);
+    // SAFETY: `input` holds `len` bytes of data blocks, `exp` room for P and Q.
+    let r = unsafe { kgpu_shim_raid6_gen(disks as c_int, unit, input.as_ptr(), exp.as_mut_ptr()) };
+    if r != 0 {
+        return Err(Error::from_errno(r));
+    }
+    Ok(Generated {
+        op: r6p::op::GEN_SYNDROME,
+        key_len: 0,
+        in_len: len,
+        out_len: 2 * unit,
+        unit: unit as u32,
+        count: disks as u32,
+        params: [0; PARAMS_LEN],
+    })
+}
+
+fn kvec(len: usize) -> Result<KVec<u8>> {
+    let mut v = KVec::with_capacity(len, GFP_KERNEL)?;
+    v.extend_with(len, 0u8, GFP_KERNEL)?;
+    Ok(v)
+}
+
+/// Waits for a free window slot; None when nothing moved for `stall_ms`.
+fn take_slot(window: u32, stall_ms: u32) -> Option<usize> {
+    let mut waited = 0u32;
+    loop {
+        let busy = T.busy.load(Ordering::Acquire);
+        let all = if window >= 64 { u64::MAX } else { (1u64 << window) - 1 };
+        let free = !busy & all;
+        if free != 0 {
+            let w = free.trailing_zeros() as usize;
+            T.busy.fetch_or(1 << w, Ordering::AcqRel);
+            return Some(w);
+        }
+        T.progress.store(0, Ordering::Release);
+        if T.busy.load(Ordering::Acquire) != busy {
+            continue;
+        }
+        if !shim::wait_word(&T.progress, 10) {
+            waited += 10;
+            if waited > stall_ms {
+                return None;
+            }
+        }
+    }
 }
 
 /// Runs the self-test described by `cmd`; writes the report into `out`.
 pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
-    let Some((count, window, max_len)) = parse(cmd) else {
-        pr_warn!("selftest: usage: echo COUNT [WINDOW] [MAX_LEN]\n");
+    let Some((kind, count, window, max_len)) = parse(cmd) else {
+        pr_warn!("selftest: usage: echo|aes|raid6 COUNT [WINDOW<=64] [MAX_LEN>=16]\n");
         return Err(EINVAL);
     };
-    let mut buf = KVVec::from_elem(0u8, max_len as usize, GFP_KERNEL)?;
-    let mut sync_out = KVVec::from_elem(0u8, max_len as usize, GFP_KERNEL)?;
+    let max_len = max_len as usize;
+    let max_in = match kind {
+        Kind::Echo => max_len,
+        Kind::Aes => max_len.max(512),
+        Kind::Raid6 => RAID6_MAX_IN,
+    };
+    if window as usize * max_in > 32 << 20 {
+        pr_warn!("selftest: WINDOW x MAX_LEN must stay within 32 MiB\n");
+        return Err(EINVAL);
+    }
+    let ciphers = if kind == Kind::Aes { Some(Ciphers::new()?) } else { None };
+    let mut input = kvec(max_in)?;
+    let mut sync_out = kvec(max_in)?;
+    let mut key = [0u8; 64];
+    let mut exps = KVec::with_capacity(window as usize, GFP_KERNEL)?;
+    for _ in 0..window {
+        exps.push(kvec(max_in)?, GFP_KERNEL)?;
+    }
 
     let run = T.run.load(Ordering::Relaxed).wrapping_add(1).max(1);
+    for (w, e) in exps.iter_mut().enumerate() {
+        EXP[w].ptr.store(e.as_mut_ptr(), Ordering::Release);
+        EXP[w].len.store(0, Ordering::Release);
+    }
+    T.busy.store(0, Ordering::Relaxed);
     T.outstanding.store(0, Ordering::Relaxed);
     T.ok.store(0, Ordering::Relaxed);
     T.failed.store(0, Ordering::Relaxed);
     T.timeouts.store(0, Ordering::Relaxed);
     T.mismatches.store(0, Ordering::Relaxed);
-    T.max_len.store(max_len, Ordering::Relaxed);
-    T.run.store(run, Ordering::Release);
+    T.run.store(run, Ordering::SeqCst);
 
     let start = Ktime::ktime_get();
     let stall_ms = shim::request_timeout_ms().max(shim::sync_timeout_ms()) + 2000;
-    let mut nohelper = 0u64;
-    let mut busy_waits = 0u64;
-    let mut refused = 0u64;
+    let mut rng = Rng::new(u64::from(run) ^ (start.to_ns() as u64));
+    let (mut nohelper, mut busy_waits, mut refused) = (0u64, 0u64, 0u64);
     let mut stalled = false;
+    let mut gen_error: Option<Error> = None;
 
     for k in 0..count {
         if !api::attached() {
@@ -166,61 +438,64 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
             nohelper += 1;
             continue;
         }
-        let mut g = Gen::new(run, k);
-        let len = g.len(max_len);
-        g.fill(&mut buf[..len]);
-        let job = Job::echo(&buf[..len]);
-
-        if k % 8 == 7 {
-            match api::call(&job, &mut sync_out[..], 0) {
-                Ok(n) => {
-                    let mut g = Gen::new(run, k);
-                    let _ = g.len(max_len);
-                    g.fill(&mut buf[..len]);
-                    if n == len && sync_out[..n] == buf[..n] {
-                        T.ok.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        T.mismatches.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Err(CallError::Submit(SubmitError::NoHelper)) => nohelper += 1,
-                Err(CallError::TimedOut) => {
-                    T.timeouts.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(CallError::Submit(SubmitError::Busy)) => {
-                    // Counted as refused; the async path below retries instead.
-                    refused += 1;
-                }
-                Err(_) => {
-                    T.failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            continue;
-        }
-
-        // Keep at most `window` requests in flight.
-        let mut waited = 0u32;
-        while T.outstanding.load(Ordering::Acquire) >= window {
-            T.progress.store(0, Ordering::Release);
-            if T.outstanding.load(Ordering::Acquire) < window {
+        let Some(w) = take_slot(window, stall_ms) else {
+            stalled = true;
+            break;
+        };
+        let exp = &mut exps[w];
+        let g = match kind {
+            Kind::Echo => Ok(gen_echo(&mut rng, max_len, &mut input, exp)),
+            Kind::Aes => match &ciphers {
+                Some(c) => gen_aes(&mut rng, max_len, c, &mut key, &mut input, exp),
+                None => Err(EINVAL),
+            },
+            Kind::Raid6 => gen_raid6(&mut rng, &mut input, exp),
+        };
+        let g = match g {
+            Ok(g) => g,
+            Err(e) => {
+                gen_error = Some(e);
+                T.busy.fetch_and(!(1u64 << w), Ordering::AcqRel);
                 break;
             }
-            if !shim::wait_word(&T.progress, 10) {
-                waited += 10;
-                if waited > stall_ms {
-                    stalled = true;
-                    break;
-                }
+        };
+        EXP[w].len.store(g.out_len, Ordering::Release);
+        let job = Job {
+            service: match kind {
+                Kind::Echo => service::ECHO,
+                Kind::Aes => service::AES,
+                Kind::Raid6 => service::RAID6,
+            },
+            op: g.op,
+            key_tag: 0,
+            key: &key[..g.key_len],
+            input: &input[..g.in_len],
+            aux: &[],
+            out_len: g.out_len,
+            in_place: false,
+            unit: g.unit,
+            count: g.count,
+            params: g.params,
+        };
+
+        if k % 8 == 7 {
+            let r = api::call(&job, &mut sync_out[..], 0);
+            match r {
+                Ok(n) => record(Some(n == g.out_len && sync_out[..n] == exps[w][..n]), Status::Ok),
+                Err(CallError::Submit(SubmitError::NoHelper)) => nohelper += 1,
+                Err(CallError::Submit(_)) => refused += 1,
+                Err(CallError::TimedOut) => record(None, Status::TimedOut),
+                Err(CallError::Failed(s)) => record(None, s),
+                Err(CallError::Overflow) => record(Some(false), Status::Ok),
             }
-        }
-        if stalled {
-            break;
+            T.busy.fetch_and(!(1u64 << w), Ordering::AcqRel);
+            continue;
         }
 
         T.outstanding.fetch_add(1, Ordering::AcqRel);
         let mut tries = 0u32;
         loop {
-            match api::submit(&job, done, ctx_of(run, k)) {
+            match api::submit(&job, done, ((run as usize) << 32) | w) {
                 Ok(_) => break,
                 Err(SubmitError::Busy) if tries < stall_ms => {
                     busy_waits += 1;
@@ -229,6 +504,7 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
                 }
                 Err(e) => {
                     T.outstanding.fetch_sub(1, Ordering::AcqRel);
+                    T.busy.fetch_and(!(1u64 << w), Ordering::AcqRel);
                     if e == SubmitError::NoHelper {
                         nohelper += 1;
                     } else {
@@ -243,18 +519,30 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     let drained = shim::wait_zero(&T.outstanding, stall_ms);
     let outstanding = T.outstanding.load(Ordering::Acquire);
     let elapsed_ms = (Ktime::ktime_get().to_ns() - start.to_ns()) / 1_000_000;
-    // Late callbacks of this run are ignored from now on.
-    T.run.store(run.wrapping_add(0x8000_0000), Ordering::Release);
+    // From now on late callbacks of this run are ignored; wait for the ones
+    // inside `done` before the expected-answer buffers go away.
+    T.run.store(run.wrapping_add(0x8000_0000), Ordering::SeqCst);
+    shim::wait_zero(&T.active, 0);
+    for e in EXP.iter() {
+        e.ptr.store(core::ptr::null_mut(), Ordering::Release);
+    }
+    drop(exps);
 
     let ok = T.ok.load(Ordering::Relaxed);
     let failed = T.failed.load(Ordering::Relaxed);
     let timeouts = T.timeouts.load(Ordering::Relaxed);
     let mismatches = T.mismatches.load(Ordering::Relaxed);
-    let pass = ok == u64::from(count) && mismatches == 0 && drained && !stalled;
+    let pass = ok == u64::from(count) && mismatches == 0 && drained && !stalled && gen_error.is_none();
+    let name = match kind {
+        Kind::Echo => "echo",
+        Kind::Aes => "aes",
+        Kind::Raid6 => "raid6",
+    };
     let mut w = BufWriter::new(out);
     let _ = writeln!(
         w,
-        "echo: total={} ok={} failed={} nohelper={} refused={} timeouts={} mismatches={} outstanding={} stalled={} busy_waits={} elapsed_ms={}",
+        "{}: total={} ok={} failed={} nohelper={} refused={} timeouts={} mismatches={} outstanding={} stalled={} busy_waits={} elapsed_ms={}",
+        name,
         count,
         ok,
         failed,
@@ -267,9 +555,18 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
         busy_waits,
         elapsed_ms
     );
+    if kind == Kind::Raid6 {
+        // SAFETY: raid6_call.name is a static string of the raid6 library.
+        let name = unsafe { CStr::from_ptr(kgpu_shim_raid6_name()) };
+        let _ = writeln!(w, "reference: raid6 {:?}", name);
+    }
+    if let Some(e) = gen_error {
+        let _ = writeln!(w, "reference computation failed: {:?}", e);
+    }
     let _ = writeln!(w, "result: {}", if pass { "PASS" } else { "FAIL" });
     pr_info!(
-        "selftest echo {}: ok {} failed {} nohelper {} timeouts {} mismatches {} in {} ms: {}\n",
+        "selftest {} {}: ok {} failed {} nohelper {} timeouts {} mismatches {} in {} ms: {}\n",
+        name,
         count,
         ok,
         failed,

@@ -9,6 +9,7 @@
  * primitive each.
  */
 
+#include <crypto/skcipher.h>
 #include <linux/capability.h>
 #include <linux/debugfs.h>
 #include <linux/delay.h>
@@ -17,6 +18,8 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/poll.h>
+#include <linux/raid/pq.h>
+#include <linux/scatterlist.h>
 #include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -55,6 +58,12 @@ int kgpu_shim_pin_map(unsigned long uaddr, unsigned long npages,
 		      struct page ***pages_out, void **vaddr_out);
 void kgpu_shim_unpin_unmap(struct page **pages, unsigned long npages, void *vaddr);
 int kgpu_shim_copy_from_user(void *dst, unsigned long src, unsigned long len);
+void *kgpu_shim_cipher_new(const char *alg);
+void kgpu_shim_cipher_free(void *tfm);
+int kgpu_shim_cipher_run(void *tfm, const u8 *key, unsigned int keylen, const u8 *iv,
+			 const u8 *src, u8 *dst, unsigned int len, bool encrypt);
+const char *kgpu_shim_raid6_name(void);
+int kgpu_shim_raid6_gen(int disks, size_t unit, const u8 *data, u8 *pq);
 
 /* Values of kgpu_rs_poll_mask(). */
 #define KGPU_POLL_IN 1u
@@ -248,6 +257,90 @@ void kgpu_shim_unpin_unmap(struct page **pages, unsigned long npages, void *vadd
 int kgpu_shim_copy_from_user(void *dst, unsigned long src, unsigned long len)
 {
 	return copy_from_user(dst, (const void __user *)src, len) ? -EFAULT : 0;
+}
+
+/* ---- the kernel's own implementations, for the self-test's answers ------- */
+
+/* A synchronous skcipher ("ecb(aes)", "xts(aes)", ...), or NULL. */
+void *kgpu_shim_cipher_new(const char *alg)
+{
+	struct crypto_sync_skcipher *tfm = crypto_alloc_sync_skcipher(alg, 0, 0);
+
+	return IS_ERR(tfm) ? NULL : tfm;
+}
+
+void kgpu_shim_cipher_free(void *tfm)
+{
+	crypto_free_sync_skcipher(tfm);
+}
+
+/*
+ * Sets the key and runs one request: src and dst must be kmalloc'ed (linear
+ * map), iv 16 bytes or NULL. Returns 0 or a negative errno.
+ */
+int kgpu_shim_cipher_run(void *tfm, const u8 *key, unsigned int keylen, const u8 *iv,
+			 const u8 *src, u8 *dst, unsigned int len, bool encrypt)
+{
+	struct crypto_sync_skcipher *t = tfm;
+	SYNC_SKCIPHER_REQUEST_ON_STACK(req, t);
+	struct scatterlist sg_in, sg_out;
+	u8 ivbuf[16] = { 0 };
+	int ret;
+
+	ret = crypto_sync_skcipher_setkey(t, key, keylen);
+	if (ret)
+		return ret;
+	if (iv)
+		memcpy(ivbuf, iv, sizeof(ivbuf));
+	sg_init_one(&sg_in, src, len);
+	sg_init_one(&sg_out, dst, len);
+	skcipher_request_set_sync_tfm(req, t);
+	skcipher_request_set_callback(req, 0, NULL, NULL);
+	skcipher_request_set_crypt(req, &sg_in, &sg_out, len, ivbuf);
+	ret = encrypt ? crypto_skcipher_encrypt(req) : crypto_skcipher_decrypt(req);
+	skcipher_request_zero(req);
+	return ret;
+}
+
+const char *kgpu_shim_raid6_name(void)
+{
+	return raid6_call.name;
+}
+
+/*
+ * P and Q of disks - 2 data blocks of unit bytes (unit <= PAGE_SIZE, a
+ * multiple of 512) with the kernel's selected raid6 algorithm; data holds the
+ * blocks back to back, pq receives P then Q. Page-aligned copies are used
+ * because the vector routines need aligned blocks.
+ */
+int kgpu_shim_raid6_gen(int disks, size_t unit, const u8 *data, u8 *pq)
+{
+	void **ptrs;
+	int i, ret = 0;
+
+	if (disks < 4 || disks > 256 || !unit || unit > PAGE_SIZE || unit % 512)
+		return -EINVAL;
+	ptrs = kcalloc(disks, sizeof(*ptrs), GFP_KERNEL);
+	if (!ptrs)
+		return -ENOMEM;
+	for (i = 0; i < disks; i++) {
+		ptrs[i] = (void *)__get_free_page(GFP_KERNEL);
+		if (!ptrs[i]) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		if (i < disks - 2)
+			memcpy(ptrs[i], data + i * unit, unit);
+	}
+	raid6_call.gen_syndrome(disks, unit, ptrs);
+	memcpy(pq, ptrs[disks - 2], unit);
+	memcpy(pq + unit, ptrs[disks - 1], unit);
+out:
+	for (i = 0; i < disks; i++)
+		if (ptrs[i])
+			free_page((unsigned long)ptrs[i]);
+	kfree(ptrs);
+	return ret;
 }
 
 /* ---- /dev/kgpu ------------------------------------------------------------ */

@@ -125,6 +125,14 @@ test_echo_standin() {
     expect_eq in_flight "$(stat_of in_flight)" 0 && stop_server
 }
 
+test_error_status_propagates() {
+    # The stand-in only knows ECHO: AES requests come back with an error.
+    start_server $KTEST serve echo || return 1
+    selftest aes 100 || return 1
+    expect_eq failed "$(field failed)" 100 && expect_eq mismatches "$(field mismatches)" 0 \
+        && grep -q 'result: FAIL' $D/selftest
+}
+
 test_selftest_detects_wrong_data() {
     start_server $KTEST serve wrongdata || return 1
     selftest echo 300 || return 1
@@ -215,12 +223,24 @@ test_rmmod_refused_while_attached() {
 }
 
 helper_cmd() {
-    echo "$HELPER serve --device /dev/kgpu --backend cpu"
+    echo "$HELPER serve --device /dev/kgpu --backend cpu --data-mib 16"
 }
 
 test_helper_echo() {
     start_server $(helper_cmd) || return 1
     selftest echo 5000 32 16384 || return 1
+    grep -q 'result: PASS' $D/selftest
+}
+
+test_helper_aes() {
+    start_server $(helper_cmd) || return 1
+    selftest aes 3000 32 4096 || return 1
+    grep -q 'result: PASS' $D/selftest
+}
+
+test_helper_raid6() {
+    start_server $(helper_cmd) || return 1
+    selftest raid6 1000 16 || return 1
     grep -q 'result: PASS' $D/selftest
 }
 
@@ -255,7 +275,7 @@ run_env() {
 
 runkgpu() {
     if [ -n "$HAVE_HELPER" ]; then
-        env $(run_env) /bin/runkgpu "$@" -- serve --device /dev/kgpu --backend cpu
+        env $(run_env) /bin/runkgpu "$@" -- serve --device /dev/kgpu --backend cpu --data-mib 16
     else
         env $(run_env) /bin/runkgpu "$@" -- serve echo
     fi
@@ -330,6 +350,7 @@ t non_root_refused test_nonroot
 t attach_validation test_attach_errors
 t no_helper_fails_fast test_no_helper
 t standin_echo_selftest test_echo_standin
+t error_status_propagates test_error_status_propagates
 t selftest_detects_wrong_data test_selftest_detects_wrong_data
 t hostile_completions_ignored test_hostile_completions
 t timeouts_complete_everything test_timeouts
@@ -342,6 +363,8 @@ HAVE_HELPER=
 if [ -x $HELPER ] && $HELPER serve --help >/dev/null 2>&1; then
     HAVE_HELPER=1
     t helper_echo_selftest test_helper_echo
+    t helper_aes_matches_kernel test_helper_aes
+    t helper_raid6_matches_kernel test_helper_raid6
     t helper_second_refused test_helper_second_refused
     t helper_killed_mid_run test_helper_kill
     t helper_reattach test_helper_reattach
