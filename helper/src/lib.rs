@@ -3,6 +3,8 @@
 
 pub mod backend;
 pub mod bench;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod device;
 pub mod dispatch;
 pub mod selftest;

@@ -94,6 +94,9 @@ enum Cmd {
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
+        /// Also write the rows as JSON to this file.
+        #[arg(long)]
+        json_out: Option<PathBuf>,
         /// CPU worker threads of the helper's CPU backend.
         #[arg(long, default_value_t = 1)]
         cpu_workers: usize,
@@ -141,12 +144,46 @@ fn make_backend(
     region: &SharedRegion,
     cpu_workers: usize,
 ) -> Result<Box<dyn Backend>, Box<dyn std::error::Error>> {
-    match kind {
-        BackendKind::Cuda => Err("the CUDA backend is not built into this helper".into()),
-        BackendKind::Auto | BackendKind::Cpu => {
-            Ok(Box::new(CpuBackend::new(region.data(), cpu_workers)))
+    let cpu = || -> Box<dyn Backend> { Box::new(CpuBackend::new(region.data(), cpu_workers)) };
+    if kind == BackendKind::Cpu {
+        return Ok(cpu());
+    }
+    #[cfg(feature = "cuda")]
+    {
+        use kgpu_helper::cuda::{CudaBackend, CudaOptions};
+        let opts = CudaOptions {
+            max_gpus: env_usize("KGPU_MAX_GPUS").unwrap_or(0),
+            gpu_min_bytes: env_usize("KGPU_GPU_MIN_BYTES").map(|v| v as u64),
+            cpu_workers,
+        };
+        match CudaBackend::new(region.data(), opts) {
+            Ok(mut b) => {
+                if opts.gpu_min_bytes.is_none() {
+                    let x = b.calibrate();
+                    log::info!("requests of {x} bytes and more go to the GPU; smaller ones stay on the CPU");
+                }
+                log::info!("CUDA backend on {}", b.gpu_names().join(", "));
+                Ok(Box::new(b))
+            }
+            Err(e) if kind == BackendKind::Auto => {
+                log::info!("no GPU backend ({e}); using the CPU backend");
+                Ok(cpu())
+            }
+            Err(e) => Err(e.into()),
         }
     }
+    #[cfg(not(feature = "cuda"))]
+    match kind {
+        BackendKind::Cuda => Err("this kgpu-helper was built without the cuda feature".into()),
+        _ => {
+            log::info!("built without the cuda feature; using the CPU backend");
+            Ok(cpu())
+        }
+    }
+}
+
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
@@ -163,6 +200,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             millis,
             compare,
             json,
+            json_out,
             cpu_workers,
             data_mib,
         } => {
@@ -181,7 +219,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 duration: Duration::from_millis(millis),
                 compare,
             };
-            bench(backend, cpu_workers, data_mib, &plan, json)
+            bench(backend, cpu_workers, data_mib, &plan, json, json_out)
         }
         Cmd::Serve {
             device: dev_path,
@@ -212,8 +250,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                         ..RegionSpec::default()
                     };
                     let region = SharedRegion::create(None, spec)?;
-                    device::attach(&dev, &dev_path, &region)?;
+                    // The backend first: it must be ready (and its start-up
+                    // calibration done) before the kernel can submit.
                     let mut be = make_backend(backend, &region, cpu_workers)?;
+                    device::attach(&dev, &dev_path, &region)?;
                     let t = DeviceTransport { fd: dev.as_fd() };
                     serve(
                         &region,
@@ -358,6 +398,7 @@ fn bench(
     data_mib: u64,
     plan: &Plan,
     json: bool,
+    json_out: Option<PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let path = region_path("bench");
     let spec = RegionSpec {
@@ -371,6 +412,9 @@ fn bench(
     });
     helper.stop()?;
     let rows = rows?;
+    if let Some(p) = json_out {
+        std::fs::write(&p, serde_json::to_string_pretty(&rows)?)?;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {

@@ -1,0 +1,213 @@
+//! The CUDA backend through the ring against the CPU, on fresh random data of
+//! odd sizes, every service and mode, outputs poisoned first. Skipped (with a
+//! message) where no GPU is usable.
+#![cfg(feature = "cuda")]
+
+use kgpu_common::abi::{backend, Status};
+use kgpu_helper::cuda::{device_count, CudaBackend, CudaOptions};
+use kgpu_helper::dispatch::CpuServices;
+use kgpu_helper::serve::{serve, RegionTransport, ServeOptions};
+use kgpu_helper::shm::RegionSpec;
+use kgpu_helper::standin::{SubmitError, Submitter};
+use kgpu_helper::stats::Stats;
+use kgpu_helper::workload::{random_aes, Job, Rng, AES_OPS};
+use kgpu_raid6::proto::{op as r6op, Raid6Params};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn gpu_present() -> bool {
+    match device_count() {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipping: no CUDA device ({e})");
+            false
+        }
+    }
+}
+
+fn run(sub: &Submitter, job: &Job, services: &CpuServices) -> (Status, u32) {
+    let want = job.direct(services);
+    let st = job.stage(sub).expect("room in the data area");
+    if !job.in_place && job.output_init.is_empty() {
+        sub.write(
+            st.request.output,
+            &vec![0x5a; st.request.output.len as usize],
+        );
+    }
+    let t = loop {
+        match sub.submit(&st.request) {
+            Ok(t) => break t,
+            Err(SubmitError::Busy) => std::thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let c = sub.wait(t, Duration::from_secs(60)).unwrap();
+    match want {
+        Ok(bytes) => {
+            assert_eq!(c.status, Status::Ok, "{}", job.name());
+            assert_eq!(
+                st.output(sub, c.bytes),
+                bytes,
+                "{} {} bytes",
+                job.name(),
+                job.input.len()
+            );
+        }
+        Err(s) => assert_eq!(c.status, s, "{}", job.name()),
+    }
+    st.free(sub);
+    (c.status, c.backend)
+}
+
+#[test]
+fn gpu_backend_matches_cpu_through_the_ring() {
+    if !gpu_present() {
+        return;
+    }
+    let sub = Submitter::create(
+        None,
+        RegionSpec {
+            sq_entries: 256,
+            cq_entries: 512,
+            data_size: 256 << 20,
+        },
+    )
+    .unwrap();
+    let region = Arc::clone(sub.region());
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = Arc::clone(&stop);
+    let helper = std::thread::spawn(move || {
+        // Everything to the GPU, however small.
+        let opts = CudaOptions {
+            gpu_min_bytes: Some(0),
+            ..CudaOptions::default()
+        };
+        let mut be = CudaBackend::new(region.data(), opts).expect("CUDA backend");
+        serve(
+            &region,
+            &RegionTransport,
+            &mut be,
+            &s2,
+            ServeOptions::default(),
+            &Stats::default(),
+        )
+        .unwrap();
+    });
+    let t0 = Instant::now();
+    while !sub.helper_attached() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "helper never attached"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let services = CpuServices::new();
+    let mut rng = Rng::new(0x9e1);
+    let mut on_gpu = 0;
+    let mut total = 0;
+    for op in AES_OPS {
+        for len in [
+            16usize,
+            17 * 16,
+            4096,
+            4096 * 3 + 512,
+            65536 + 16,
+            1 << 20,
+            (3 << 20) + 4096,
+        ] {
+            let job = random_aes(&mut rng, op, len);
+            let (s, b) = run(&sub, &job, &services);
+            total += 1;
+            on_gpu += u32::from(s == Status::Ok && b == backend::GPU);
+        }
+    }
+    // CTR with a partial last block, XTS with ciphertext stealing.
+    for (op, len, unit) in [
+        (kgpu_aes::proto::op::CTR, 1000usize, 0u32),
+        (kgpu_aes::proto::op::XTS_ENC, 520 * 8, 520),
+    ] {
+        let mut iv = [0u8; 16];
+        rng.fill(&mut iv);
+        let params = if unit == 0 {
+            kgpu_aes::proto::AesParams::single(iv)
+        } else {
+            kgpu_aes::proto::AesParams::plain64(rng.next_u64() >> 4)
+        };
+        let key = rng.bytes(32);
+        let job = Job::aes(op, key, 0, rng.bytes(len), unit, params, Vec::new());
+        let (s, b) = run(&sub, &job, &services);
+        total += 1;
+        on_gpu += u32::from(s == Status::Ok && b == backend::GPU);
+    }
+    // RAID6: every operation on random arrays.
+    for (disks, unit) in [(4u32, 64u32), (7, 4096), (16, 65536), (24, 4160)] {
+        let nd = disks as usize - 2;
+        let data = rng.bytes(nd * unit as usize);
+        let gen = Job::raid6(
+            r6op::GEN_SYNDROME,
+            disks,
+            unit,
+            Raid6Params::NONE,
+            data.clone(),
+            Vec::new(),
+        );
+        let pq = gen.direct(&services).unwrap();
+        let jobs = [
+            gen,
+            Job::raid6(
+                r6op::XOR_SYNDROME,
+                disks,
+                unit,
+                Raid6Params::xor(1, nd as u32 - 1),
+                data[unit as usize..].to_vec(),
+                pq.clone(),
+            ),
+            {
+                let mut all = data.clone();
+                all.extend_from_slice(&pq);
+                Job::raid6(
+                    r6op::RECOV_2DATA,
+                    disks,
+                    unit,
+                    Raid6Params::recov_2data(0, nd as u32 - 1),
+                    all,
+                    Vec::new(),
+                )
+            },
+            {
+                let mut all = data.clone();
+                all.extend_from_slice(&pq);
+                Job::raid6(
+                    r6op::RECOV_DATAP,
+                    disks,
+                    unit,
+                    Raid6Params::recov_datap(nd as u32 / 2),
+                    all,
+                    Vec::new(),
+                )
+            },
+        ];
+        for job in &jobs {
+            let (s, b) = run(&sub, job, &services);
+            total += 1;
+            on_gpu += u32::from(s == Status::Ok && b == backend::GPU);
+        }
+    }
+    // A request the service rejects still gets its precise error.
+    let bad = Job::aes(
+        kgpu_aes::proto::op::CBC_ENC,
+        vec![0; 16],
+        0,
+        vec![0; 100],
+        0,
+        kgpu_aes::proto::AesParams::single([0; 16]),
+        Vec::new(),
+    );
+    let (s, _) = run(&sub, &bad, &services);
+    assert_eq!(s, Status::BadLength);
+    stop.store(true, Ordering::Relaxed);
+    helper.join().unwrap();
+    eprintln!("{on_gpu} of {total} requests ran on the GPU");
+    assert_eq!(on_gpu, total, "every valid request ran on the GPU");
+}
