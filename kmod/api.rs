@@ -22,6 +22,7 @@ use crate::kcommon::abi::{Status, PARAMS_LEN};
 use crate::kcommon::slots::Ticket;
 use crate::shim;
 use core::cell::UnsafeCell;
+use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -80,6 +81,79 @@ impl<'a> OutView<'a> {
     }
 }
 
+impl OutView<'_> {
+    /// Copies output bytes starting at `off` into the scatterlist `dst`
+    /// (at most `dst.len()` bytes); returns how many were copied.
+    pub fn copy_to_sg(&self, off: usize, dst: &SgList<'_>) -> usize {
+        if off >= self.len {
+            return 0;
+        }
+        let n = dst.len.min(self.len - off);
+        // SAFETY: the source lies inside the view (valid by the contract of
+        // `new`); `dst` describes writable memory by the contract of
+        // `SgList::new`.
+        unsafe { shim::kgpu_shim_sg_from_buf(dst.sgl, dst.skip, self.ptr.add(off), n) }
+    }
+}
+
+/// `len` bytes of a `struct scatterlist` list, starting `skip` bytes in.
+#[derive(Clone, Copy)]
+pub struct SgList<'a> {
+    sgl: *mut c_void,
+    skip: usize,
+    len: usize,
+    _life: PhantomData<&'a mut [u8]>,
+}
+
+impl SgList<'_> {
+    /// # Safety
+    /// `sgl` must be a valid, terminated scatterlist describing at least
+    /// `skip + len` bytes of kernel memory, readable (as an input) or
+    /// writable (as an output) and not freed while the `SgList` is in use.
+    pub unsafe fn new(sgl: *mut c_void, skip: usize, len: usize) -> Self {
+        SgList {
+            sgl,
+            skip,
+            len,
+            _life: PhantomData,
+        }
+    }
+
+    /// Bytes described.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when it describes no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Where the input of a request comes from.
+#[derive(Clone, Copy)]
+pub enum Src<'a> {
+    /// A kernel buffer.
+    Bytes(&'a [u8]),
+    /// A scatterlist (gathered into the data area at submission).
+    Sg(SgList<'a>),
+}
+
+impl Src<'_> {
+    /// Bytes of input.
+    pub fn len(&self) -> usize {
+        match self {
+            Src::Bytes(b) => b.len(),
+            Src::Sg(s) => s.len,
+        }
+    }
+
+    /// True when there is no input.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What a callback receives.
 pub struct Outcome<'a> {
     /// `Ok`, an error the helper reported, `TimedOut` or `NoHelper` (detach).
@@ -115,7 +189,7 @@ pub struct Job<'a> {
     /// Key material.
     pub key: &'a [u8],
     /// Input data.
-    pub input: &'a [u8],
+    pub input: Src<'a>,
     /// Auxiliary data.
     pub aux: &'a [u8],
     /// Size of the output area.
@@ -138,7 +212,7 @@ impl Job<'_> {
             op: 0,
             key_tag: 0,
             key: &[],
-            input,
+            input: Src::Bytes(input),
             aux: &[],
             out_len: input.len(),
             in_place: false,
@@ -179,11 +253,22 @@ pub fn submit(job: &Job<'_>, done: DoneFn, ctx: usize) -> Result<Handle, SubmitE
         in_place: job.in_place,
     })?;
     // SAFETY: the reservation is live and each extent was allocated with the
-    // length of the slice copied into it.
-    unsafe {
+    // length of what is copied into it.
+    let complete = unsafe {
         r.fill(r.key, job.key);
-        r.fill(r.input, job.input);
         r.fill(r.aux, job.aux);
+        match job.input {
+            Src::Bytes(b) => {
+                r.fill(r.input, b);
+                true
+            }
+            Src::Sg(sg) => r.fill_from_sg(r.input, sg.sgl, sg.skip) == sg.len,
+        }
+    };
+    if !complete {
+        // The scatterlist is shorter than it said.
+        core_state::abort(r);
+        return Err(SubmitError::Invalid);
     }
     let h = Handle {
         epoch: r.epoch,

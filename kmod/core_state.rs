@@ -583,6 +583,17 @@ impl Reservation {
         // helper may read it concurrently, which it may not rely on anyway.
         unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(e.off as usize), src.len()) };
     }
+
+    /// Gathers `e.len` bytes of a scatterlist (from `skip` on) into `e`;
+    /// returns the bytes copied.
+    ///
+    /// # Safety
+    /// As for [`Reservation::fill`]; `sgl` must be a valid scatterlist.
+    pub(crate) unsafe fn fill_from_sg(&self, e: Extent, sgl: *mut c_void, skip: usize) -> usize {
+        // SAFETY: the destination is the reservation's extent (see `fill`);
+        // the caller vouches for the list.
+        unsafe { shim::kgpu_shim_sg_to_buf(sgl, skip, self.data.add(e.off as usize), e.len as usize) }
+    }
 }
 
 /// Sizes of the parts of a request.
@@ -657,6 +668,19 @@ pub(crate) fn reserve(z: &Sizes) -> core::result::Result<Reservation, SubmitErro
         _ => {}
     }
     r
+}
+
+/// Gives a reservation back without submitting it.
+pub(crate) fn abort(r: Reservation) {
+    STATE.with(|s| {
+        if let Some(a) = s.att.as_mut() {
+            if a.epoch == r.epoch {
+                a.retire(r.ticket);
+                a.sq_reserved -= 1;
+                a.put_user();
+            }
+        }
+    });
 }
 
 /// The fields of a submission record that are not extents.

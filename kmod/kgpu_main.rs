@@ -63,6 +63,8 @@ pub(crate) mod shim {
             vaddr_out: *mut *mut c_void,
         ) -> c_int;
         pub(crate) fn kgpu_shim_unpin_unmap(pages: *mut c_void, npages: c_ulong, vaddr: *mut c_void);
+        pub(crate) fn kgpu_shim_sg_to_buf(sgl: *mut c_void, skip: usize, buf: *mut u8, len: usize) -> usize;
+        pub(crate) fn kgpu_shim_sg_from_buf(sgl: *mut c_void, skip: usize, buf: *const u8, len: usize) -> usize;
         pub(crate) fn kgpu_shim_copy_from_user(dst: *mut c_void, src: c_ulong, len: c_ulong) -> c_int;
         pub(crate) fn kgpu_shim_sync_timeout_ms() -> c_uint;
         pub(crate) fn kgpu_shim_request_timeout_ms() -> c_uint;

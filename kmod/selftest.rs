@@ -45,10 +45,18 @@ extern "C" {
         encrypt: bool,
     ) -> c_int;
     fn kgpu_shim_raid6_name() -> *const c_char;
+    fn kgpu_shim_sg_alloc(n: c_uint) -> *mut c_void;
+    fn kgpu_shim_sg_free(sgl: *mut c_void);
+    fn kgpu_shim_sg_fill(sgl: *mut c_void, n: c_uint, buf: *mut u8, len: usize, piece: usize) -> c_uint;
     fn kgpu_shim_raid6_gen(disks: c_int, unit: usize, data: *const u8, pq: *mut u8) -> c_int;
 }
 
 const MAX_WINDOW: u32 = 64;
+/// Scatterlist entries per window slot.
+const SG_ENTRIES: usize = 64;
+/// Bit of the callback context: the request's input came from a scatterlist,
+/// and its output goes back through the same list.
+const CTX_SG: usize = 1 << 8;
 /// Largest RAID6 request: 14 data disks of one page.
 const RAID6_MAX_IN: usize = 14 * 4096;
 
@@ -80,12 +88,17 @@ static T: Tally = Tally {
 struct Expected {
     ptr: AtomicPtr<u8>,
     len: AtomicUsize,
+    /// The slot's input buffer and the scatterlist describing it.
+    input: AtomicPtr<u8>,
+    sg: AtomicPtr<c_void>,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
 const NO_EXPECTED: Expected = Expected {
     ptr: AtomicPtr::new(core::ptr::null_mut()),
     len: AtomicUsize::new(0),
+    input: AtomicPtr::new(core::ptr::null_mut()),
+    sg: AtomicPtr::new(core::ptr::null_mut()),
 };
 static EXP: [Expected; MAX_WINDOW as usize] = [NO_EXPECTED; MAX_WINDOW as usize];
 
@@ -139,6 +152,28 @@ fn matches(w: usize, out: &api::OutView<'_>) -> bool {
     true
 }
 
+/// Scatters the answer back through the slot's scatterlist (over its input
+/// buffer), then compares the buffer with the expected bytes.
+fn matches_via_sg(w: usize, out: &api::OutView<'_>) -> bool {
+    let len = EXP[w].len.load(Ordering::Acquire);
+    let (want, input, sg) = (
+        EXP[w].ptr.load(Ordering::Acquire),
+        EXP[w].input.load(Ordering::Acquire),
+        EXP[w].sg.load(Ordering::Acquire),
+    );
+    if out.len() != len || want.is_null() || input.is_null() || sg.is_null() {
+        return false;
+    }
+    // SAFETY: the slot's list describes its input buffer of at least `len`
+    // bytes, which nothing else touches until this callback frees the slot.
+    let dst = unsafe { api::SgList::new(sg, 0, len) };
+    if out.copy_to_sg(0, &dst) != len {
+        return false;
+    }
+    // SAFETY: both buffers hold at least `len` bytes (see `matches`).
+    unsafe { core::slice::from_raw_parts(input, len) == core::slice::from_raw_parts(want, len) }
+}
+
 fn record(ok: Option<bool>, status: Status) {
     match (status, ok) {
         (Status::Ok, Some(true)) => T.ok.fetch_add(1, Ordering::Relaxed),
@@ -153,7 +188,13 @@ fn done(ctx: usize, o: &Outcome<'_>) {
     let run = (ctx >> 32) as u32;
     let w = ctx & 0xff;
     if run == T.run.load(Ordering::SeqCst) && w < MAX_WINDOW as usize {
-        let ok = (o.status == Status::Ok).then(|| matches(w, &o.out));
+        let ok = (o.status == Status::Ok).then(|| {
+            if ctx & CTX_SG != 0 {
+                matches_via_sg(w, &o.out)
+            } else {
+                matches(w, &o.out)
+            }
+        });
         record(ok, o.status);
         T.busy.fetch_and(!(1u64 << w), Ordering::AcqRel);
         T.outstanding.fetch_sub(1, Ordering::AcqRel);
@@ -216,6 +257,33 @@ impl Ciphers {
             return Err(ENOENT);
         }
         Ok(c)
+    }
+}
+
+/// One scatterlist array per window slot.
+struct SgArrays(KVec<*mut c_void>);
+
+impl SgArrays {
+    fn new(n: usize) -> Result<Self> {
+        let mut v = SgArrays(KVec::with_capacity(n, GFP_KERNEL)?);
+        for _ in 0..n {
+            // SAFETY: plain allocation.
+            let p = unsafe { kgpu_shim_sg_alloc(SG_ENTRIES as c_uint) };
+            if p.is_null() {
+                return Err(ENOMEM);
+            }
+            v.0.push(p, GFP_KERNEL)?;
+        }
+        Ok(v)
+    }
+}
+
+impl Drop for SgArrays {
+    fn drop(&mut self) {
+        for p in self.0.iter() {
+            // SAFETY: allocated by kgpu_shim_sg_alloc, freed once.
+            unsafe { kgpu_shim_sg_free(*p) };
+        }
     }
 }
 
@@ -404,18 +472,22 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
         return Err(EINVAL);
     }
     let ciphers = if kind == Kind::Aes { Some(Ciphers::new()?) } else { None };
-    let mut input = kvec(max_in)?;
     let mut sync_out = kvec(max_in)?;
     let mut key = [0u8; 64];
     let mut exps = KVec::with_capacity(window as usize, GFP_KERNEL)?;
+    let mut inputs = KVec::with_capacity(window as usize, GFP_KERNEL)?;
     for _ in 0..window {
         exps.push(kvec(max_in)?, GFP_KERNEL)?;
+        inputs.push(kvec(max_in)?, GFP_KERNEL)?;
     }
+    let sgs = SgArrays::new(window as usize)?;
 
     let run = T.run.load(Ordering::Relaxed).wrapping_add(1).max(1);
-    for (w, e) in exps.iter_mut().enumerate() {
+    for (w, (e, i)) in exps.iter_mut().zip(inputs.iter_mut()).enumerate() {
         EXP[w].ptr.store(e.as_mut_ptr(), Ordering::Release);
         EXP[w].len.store(0, Ordering::Release);
+        EXP[w].input.store(i.as_mut_ptr(), Ordering::Release);
+        EXP[w].sg.store(sgs.0[w], Ordering::Release);
     }
     T.busy.store(0, Ordering::Relaxed);
     T.outstanding.store(0, Ordering::Relaxed);
@@ -443,13 +515,14 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
             break;
         };
         let exp = &mut exps[w];
+        let input = &mut inputs[w];
         let g = match kind {
-            Kind::Echo => Ok(gen_echo(&mut rng, max_len, &mut input, exp)),
+            Kind::Echo => Ok(gen_echo(&mut rng, max_len, input, exp)),
             Kind::Aes => match &ciphers {
-                Some(c) => gen_aes(&mut rng, max_len, c, &mut key, &mut input, exp),
+                Some(c) => gen_aes(&mut rng, max_len, c, &mut key, input, exp),
                 None => Err(EINVAL),
             },
-            Kind::Raid6 => gen_raid6(&mut rng, &mut input, exp),
+            Kind::Raid6 => gen_raid6(&mut rng, input, exp),
         };
         let g = match g {
             Ok(g) => g,
@@ -460,6 +533,27 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
             }
         };
         EXP[w].len.store(g.out_len, Ordering::Release);
+        // One async request in four takes its input from a scatterlist of
+        // random piece sizes and gives its output back through it (echo and
+        // AES, where output and input have the same length).
+        let mut via_sg = false;
+        if k % 4 == 1 && kind != Kind::Raid6 && g.in_len == g.out_len {
+            let min_piece = g.in_len.div_ceil(SG_ENTRIES);
+            let piece = min_piece.max(1 + rng.below(700));
+            // SAFETY: the slot's array has SG_ENTRIES entries and its input
+            // buffer (kmalloc'ed) at least `in_len` bytes.
+            let n = unsafe {
+                kgpu_shim_sg_fill(sgs.0[w], SG_ENTRIES as c_uint, inputs[w].as_mut_ptr(), g.in_len, piece)
+            };
+            via_sg = n > 0;
+        }
+        let src = if via_sg {
+            // SAFETY: the list just built describes `in_len` bytes of the
+            // slot's buffer, which lives until the end of the run.
+            api::Src::Sg(unsafe { api::SgList::new(sgs.0[w], 0, g.in_len) })
+        } else {
+            api::Src::Bytes(&inputs[w][..g.in_len])
+        };
         let job = Job {
             service: match kind {
                 Kind::Echo => service::ECHO,
@@ -469,7 +563,7 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
             op: g.op,
             key_tag: 0,
             key: &key[..g.key_len],
-            input: &input[..g.in_len],
+            input: src,
             aux: &[],
             out_len: g.out_len,
             in_place: false,
@@ -478,7 +572,7 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
             params: g.params,
         };
 
-        if k % 8 == 7 {
+        if k % 8 == 7 && !via_sg {
             let r = api::call(&job, &mut sync_out[..], 0);
             match r {
                 Ok(n) => record(Some(n == g.out_len && sync_out[..n] == exps[w][..n]), Status::Ok),
@@ -495,7 +589,8 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
         T.outstanding.fetch_add(1, Ordering::AcqRel);
         let mut tries = 0u32;
         loop {
-            match api::submit(&job, done, ((run as usize) << 32) | w) {
+            let ctx = ((run as usize) << 32) | w | if via_sg { CTX_SG } else { 0 };
+            match api::submit(&job, done, ctx) {
                 Ok(_) => break,
                 Err(SubmitError::Busy) if tries < stall_ms => {
                     busy_waits += 1;
@@ -525,7 +620,11 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     shim::wait_zero(&T.active, 0);
     for e in EXP.iter() {
         e.ptr.store(core::ptr::null_mut(), Ordering::Release);
+        e.input.store(core::ptr::null_mut(), Ordering::Release);
+        e.sg.store(core::ptr::null_mut(), Ordering::Release);
     }
+    drop(sgs);
+    drop(inputs);
     drop(exps);
 
     let ok = T.ok.load(Ordering::Relaxed);

@@ -63,6 +63,12 @@ void kgpu_shim_cipher_free(void *tfm);
 int kgpu_shim_cipher_run(void *tfm, const u8 *key, unsigned int keylen, const u8 *iv,
 			 const u8 *src, u8 *dst, unsigned int len, bool encrypt);
 const char *kgpu_shim_raid6_name(void);
+size_t kgpu_shim_sg_to_buf(struct scatterlist *sgl, size_t skip, void *buf, size_t len);
+size_t kgpu_shim_sg_from_buf(struct scatterlist *sgl, size_t skip, const void *buf, size_t len);
+struct scatterlist *kgpu_shim_sg_alloc(unsigned int n);
+void kgpu_shim_sg_free(struct scatterlist *sgl);
+unsigned int kgpu_shim_sg_fill(struct scatterlist *sgl, unsigned int n, void *buf, size_t len,
+			       size_t piece);
 int kgpu_shim_raid6_gen(int disks, size_t unit, const u8 *data, u8 *pq);
 
 /* Values of kgpu_rs_poll_mask(). */
@@ -257,6 +263,54 @@ void kgpu_shim_unpin_unmap(struct page **pages, unsigned long npages, void *vadd
 int kgpu_shim_copy_from_user(void *dst, unsigned long src, unsigned long len)
 {
 	return copy_from_user(dst, (const void __user *)src, len) ? -EFAULT : 0;
+}
+
+/* ---- scatterlists ------------------------------------------------------------ */
+
+/*
+ * Copies len bytes starting skip bytes into the list to buf; returns the bytes
+ * copied (short when the list is shorter). Any context (kmap_local).
+ */
+size_t kgpu_shim_sg_to_buf(struct scatterlist *sgl, size_t skip, void *buf, size_t len)
+{
+	return sg_pcopy_to_buffer(sgl, sg_nents(sgl), buf, len, skip);
+}
+
+/* The other direction: buf into the list at skip. */
+size_t kgpu_shim_sg_from_buf(struct scatterlist *sgl, size_t skip, const void *buf, size_t len)
+{
+	return sg_pcopy_from_buffer(sgl, sg_nents(sgl), buf, len, skip);
+}
+
+/* An array of n scatterlist entries (for the self-test), or NULL. */
+struct scatterlist *kgpu_shim_sg_alloc(unsigned int n)
+{
+	return kcalloc(n, sizeof(struct scatterlist), GFP_KERNEL);
+}
+
+void kgpu_shim_sg_free(struct scatterlist *sgl)
+{
+	kfree(sgl);
+}
+
+/*
+ * Describes the kmalloc'ed buf[0..len) with entries of `piece` bytes (the last
+ * one shorter) in sgl[0..n); returns the number of entries, 0 if n is too small.
+ */
+unsigned int kgpu_shim_sg_fill(struct scatterlist *sgl, unsigned int n, void *buf, size_t len,
+			       size_t piece)
+{
+	unsigned int i, nents;
+
+	if (!len || !piece)
+		return 0;
+	nents = DIV_ROUND_UP(len, piece);
+	if (nents > n)
+		return 0;
+	sg_init_table(sgl, nents);
+	for (i = 0; i < nents; i++)
+		sg_set_buf(&sgl[i], buf + i * piece, min_t(size_t, piece, len - i * piece));
+	return nents;
 }
 
 /* ---- the kernel's own implementations, for the self-test's answers ------- */

@@ -1,7 +1,7 @@
 # Kernel-side targets of kgpu-rs, included by the root Makefile.
 # SPDX-License-Identifier: GPL-2.0-only
 #
-#   make kernel-toolchain  Debian packages (as root) and bindgen-cli 0.70 for the test kernel
+#   make kernel-toolchain  Debian packages (root or sudo -n) and bindgen-cli 0.70 for the test kernel
 #   make kernel            build (or reuse) the cached Rust-enabled test kernel
 #   make kmod [KDIR=...]   build kmod/kgpu.ko (default KDIR: the cached test kernel)
 #   make kmod-clean
@@ -16,7 +16,7 @@ KGPU_KSCRIPTS := $(KGPU_TOP)/scripts/kernel
 .PHONY: kernel-toolchain kernel kmod kmod-clean test-kernel
 
 kernel-toolchain:
-	$(KGPU_KSCRIPTS)/setup-toolchain $(if $(filter 0,$(shell id -u)),--apt)
+	$(KGPU_KSCRIPTS)/setup-toolchain --apt
 
 kernel:
 	$(KGPU_KSCRIPTS)/build-kernel

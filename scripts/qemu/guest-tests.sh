@@ -15,8 +15,10 @@ t() {
     name=$1
     shift
     start=$(cut -d' ' -f1 /proc/uptime)
+    rm -f /tmp/t.info
     if "$@" >/tmp/t.out 2>&1; then
         echo "PASS $name ($(awk -v s="$start" '{printf "%.1f", $1 - s}' /proc/uptime) s)"
+        [ -f /tmp/t.info ] && sed 's/^/    /' /tmp/t.info
         pass=$((pass + 1))
     else
         echo "FAIL $name"
@@ -44,6 +46,7 @@ stat_of() {
 selftest() {
     echo "$*" > $D/selftest || return 1
     cat $D/selftest
+    head -n1 $D/selftest >> /tmp/t.info
 }
 
 wait_state() {
@@ -196,6 +199,7 @@ kill_mid_run() {
     [ -e /tmp/st.done ] || { echo "self-test hangs after the helper died"; return 1; }
     wait $bg
     cat $D/selftest
+    head -n1 $D/selftest >> /tmp/t.info
     total=$(field total)
     ok=$(field ok)
     sum=$(( ok + $(field failed) + $(field nohelper) + $(field refused) + $(field timeouts) ))
