@@ -352,7 +352,11 @@ pub fn call(job: &Job<'_>, out: &mut [u8], timeout_ms: u32) -> Result<usize, Cal
     if !shim::may_sleep() {
         return Err(CallError::Submit(SubmitError::Invalid));
     }
-    let timeout = if timeout_ms == 0 { shim::sync_timeout_ms().max(1) } else { timeout_ms };
+    let timeout = if timeout_ms == 0 {
+        shim::sync_timeout_ms().max(1)
+    } else {
+        timeout_ms
+    };
     let w = SyncWait {
         done: AtomicU32::new(0),
         status: UnsafeCell::new(Status::TimedOut),

@@ -9,10 +9,10 @@
 //! for it to drop to zero before it unmaps anything. Callbacks run outside the
 //! lock.
 
-use crate::api::{DoneFn, Outcome, OutView, SubmitError};
+use crate::api::{DoneFn, OutView, Outcome, SubmitError};
 use crate::kcommon::abi::{
-    cq_flag, helper_state, sq_flag, Cqe, Extent, RegionHeader, RingIndices, Sqe, Status, HEADER_SIZE,
-    PAGE_SIZE,
+    cq_flag, helper_state, sq_flag, Cqe, Extent, RegionHeader, RingIndices, Sqe, Status,
+    HEADER_SIZE, PAGE_SIZE,
 };
 use crate::kcommon::alloc::{bitmap_words, ExtentAllocator};
 use crate::kcommon::ioctl::{AttachArgs, KGPU_IOC_ATTACH, KGPU_IOC_DOORBELL, KGPU_IOC_DRAIN};
@@ -151,7 +151,11 @@ impl Attached {
         for e in [c.key, c.input, out, c.aux] {
             // The extents are the kernel's own; a failure is a bug here.
             if self.alloc.free(e).is_err() {
-                pr_err!("internal error: freeing extent {}+{} failed\n", e.off, e.len);
+                pr_err!(
+                    "internal error: freeing extent {}+{} failed\n",
+                    e.off,
+                    e.len
+                );
             }
         }
     }
@@ -219,10 +223,19 @@ impl SvcStats {
 }
 
 /// Indexed by service id (0: unknown ids).
-static SVC: [SvcStats; 4] = [SvcStats::new(), SvcStats::new(), SvcStats::new(), SvcStats::new()];
+static SVC: [SvcStats; 4] = [
+    SvcStats::new(),
+    SvcStats::new(),
+    SvcStats::new(),
+    SvcStats::new(),
+];
 
 pub(crate) fn svc(service: u16) -> &'static SvcStats {
-    &SVC[if (service as usize) < SVC.len() { service as usize } else { 0 }]
+    &SVC[if (service as usize) < SVC.len() {
+        service as usize
+    } else {
+        0
+    }]
 }
 
 static ATTACHES: Counter = Counter::new();
@@ -328,7 +341,9 @@ fn refuse(why: &str, e: Error) -> Result {
 fn attach(arg: c_ulong) -> Result {
     let mut raw = [0u8; core::mem::size_of::<AttachArgs>()];
     // SAFETY: `raw` is a local buffer of exactly the copied length.
-    if unsafe { shim::kgpu_shim_copy_from_user(raw.as_mut_ptr().cast(), arg, raw.len() as c_ulong) } != 0 {
+    if unsafe { shim::kgpu_shim_copy_from_user(raw.as_mut_ptr().cast(), arg, raw.len() as c_ulong) }
+        != 0
+    {
         return refuse("argument not readable", EFAULT);
     }
     let u32_at = |o: usize| u32::from_ne_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]);
@@ -403,10 +418,19 @@ fn build(args: &AttachArgs) -> Result<KBox<Attached>> {
     // SAFETY: the out-pointers are locals; the shim pins the calling process's
     // pages (this is the helper's ioctl) and maps them.
     let ret = unsafe {
-        shim::kgpu_shim_pin_map(args.addr as c_ulong, npages as c_ulong, &mut pages, &mut vaddr)
+        shim::kgpu_shim_pin_map(
+            args.addr as c_ulong,
+            npages as c_ulong,
+            &mut pages,
+            &mut vaddr,
+        )
     };
     if ret != 0 {
-        pr_warn!("attach refused: pinning {} pages failed ({})\n", npages, ret);
+        pr_warn!(
+            "attach refused: pinning {} pages failed ({})\n",
+            npages,
+            ret
+        );
         return Err(Error::from_errno(ret));
     }
     let base = vaddr.cast::<u8>();
@@ -525,7 +549,9 @@ fn detach() {
     // SAFETY: process context (file release); the poll work may run reap(),
     // which takes users only while `detaching` is false.
     unsafe { shim::kgpu_shim_cancel_poll() };
-    let Some(mut a) = STATE.with(|s| s.att.take()) else { return };
+    let Some(mut a) = STATE.with(|s| s.att.take()) else {
+        return;
+    };
 
     let mut failed = 0u64;
     for i in 0..a.ctx.len() {
@@ -581,7 +607,9 @@ impl Reservation {
         // SAFETY: the extent came from the allocator over this data area and
         // the mapping is held alive by the reservation's user count; the
         // helper may read it concurrently, which it may not rely on anyway.
-        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(e.off as usize), src.len()) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(e.off as usize), src.len())
+        };
     }
 
     /// Gathers `e.len` bytes of a scatterlist (from `skip` on) into `e`;
@@ -592,7 +620,9 @@ impl Reservation {
     pub(crate) unsafe fn fill_from_sg(&self, e: Extent, sgl: *mut c_void, skip: usize) -> usize {
         // SAFETY: the destination is the reservation's extent (see `fill`);
         // the caller vouches for the list.
-        unsafe { shim::kgpu_shim_sg_to_buf(sgl, skip, self.data.add(e.off as usize), e.len as usize) }
+        unsafe {
+            shim::kgpu_shim_sg_to_buf(sgl, skip, self.data.add(e.off as usize), e.len as usize)
+        }
     }
 }
 
@@ -609,7 +639,9 @@ pub(crate) struct Sizes {
 pub(crate) fn reserve(z: &Sizes) -> core::result::Result<Reservation, SubmitError> {
     let st = svc(z.service);
     let r = STATE.with(|s| {
-        let Some(a) = s.att.as_mut() else { return Err(SubmitError::NoHelper) };
+        let Some(a) = s.att.as_mut() else {
+            return Err(SubmitError::NoHelper);
+        };
         if a.draining || a.helper_state() == helper_state::DRAINING {
             return Err(SubmitError::NoHelper);
         }
@@ -702,7 +734,9 @@ pub(crate) fn commit(
     ctx: usize,
 ) -> core::result::Result<(), SubmitError> {
     let res = STATE.with(|s| {
-        let Some(a) = s.att.as_mut() else { return Err(SubmitError::NoHelper) };
+        let Some(a) = s.att.as_mut() else {
+            return Err(SubmitError::NoHelper);
+        };
         if a.epoch != r.epoch {
             return Err(SubmitError::NoHelper);
         }
@@ -791,7 +825,11 @@ pub(crate) fn cancel(epoch: u64, t: Ticket) -> bool {
 fn mark_broken(a: &mut Attached, why: &str) {
     if !a.broken {
         RING_CORRUPT.add(1);
-        pr_err!("helper {} broke the ring protocol ({}); no more requests go to it\n", a.pid, why);
+        pr_err!(
+            "helper {} broke the ring protocol ({}); no more requests go to it\n",
+            a.pid,
+            why
+        );
     }
     a.broken = true;
     a.draining = true;
@@ -852,7 +890,10 @@ pub(crate) fn reap() {
                             continue;
                         }
                     };
-                    let t = Ticket { slot: c.slot, gen: c.gen };
+                    let t = Ticket {
+                        slot: c.slot,
+                        gen: c.gen,
+                    };
                     let sc = a.ctx[c.slot as usize];
                     match sc.state {
                         SlotState::Pending => {
@@ -984,7 +1025,9 @@ fn expire() {
             }
             for i in 0..a.ctx.len() {
                 let c = &mut a.ctx[i];
-                if c.state == SlotState::Pending && now - c.submitted_ns > i64::from(limit_ms) * 1_000_000 {
+                if c.state == SlotState::Pending
+                    && now - c.submitted_ns > i64::from(limit_ms) * 1_000_000
+                {
                     if ndead == REAP_BATCH {
                         more = true;
                         break;
@@ -1021,7 +1064,8 @@ pub(crate) fn poll_work() {
     POLLS.add(1);
     reap();
     expire();
-    let again = STATE.with(|s| matches!(s.att.as_ref(), Some(a) if !a.detaching && a.slots.in_flight() > 0));
+    let again = STATE
+        .with(|s| matches!(s.att.as_ref(), Some(a) if !a.detaching && a.slots.in_flight() > 0));
     if again {
         shim::kick_poll();
     }

@@ -25,10 +25,10 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 
+pub mod api;
+mod core_state;
 pub mod kcommon;
 pub mod kservices;
-mod core_state;
-pub mod api;
 mod selftest;
 
 module! {
@@ -62,10 +62,28 @@ pub(crate) mod shim {
             pages_out: *mut *mut c_void,
             vaddr_out: *mut *mut c_void,
         ) -> c_int;
-        pub(crate) fn kgpu_shim_unpin_unmap(pages: *mut c_void, npages: c_ulong, vaddr: *mut c_void);
-        pub(crate) fn kgpu_shim_sg_to_buf(sgl: *mut c_void, skip: usize, buf: *mut u8, len: usize) -> usize;
-        pub(crate) fn kgpu_shim_sg_from_buf(sgl: *mut c_void, skip: usize, buf: *const u8, len: usize) -> usize;
-        pub(crate) fn kgpu_shim_copy_from_user(dst: *mut c_void, src: c_ulong, len: c_ulong) -> c_int;
+        pub(crate) fn kgpu_shim_unpin_unmap(
+            pages: *mut c_void,
+            npages: c_ulong,
+            vaddr: *mut c_void,
+        );
+        pub(crate) fn kgpu_shim_sg_to_buf(
+            sgl: *mut c_void,
+            skip: usize,
+            buf: *mut u8,
+            len: usize,
+        ) -> usize;
+        pub(crate) fn kgpu_shim_sg_from_buf(
+            sgl: *mut c_void,
+            skip: usize,
+            buf: *const u8,
+            len: usize,
+        ) -> usize;
+        pub(crate) fn kgpu_shim_copy_from_user(
+            dst: *mut c_void,
+            src: c_ulong,
+            len: c_ulong,
+        ) -> c_int;
         pub(crate) fn kgpu_shim_sync_timeout_ms() -> c_uint;
         pub(crate) fn kgpu_shim_request_timeout_ms() -> c_uint;
         pub(crate) fn kgpu_shim_max_region_mb() -> c_uint;
@@ -263,7 +281,12 @@ extern "C" fn kgpu_rs_stats(buf: *mut c_char, len: usize) -> usize {
 }
 
 #[no_mangle]
-extern "C" fn kgpu_rs_selftest(cmd: *const c_char, cmd_len: usize, out: *mut c_char, out_len: usize) -> c_long {
+extern "C" fn kgpu_rs_selftest(
+    cmd: *const c_char,
+    cmd_len: usize,
+    out: *mut c_char,
+    out_len: usize,
+) -> c_long {
     // SAFETY: the shim passes its NUL-terminated copy of the user's command
     // (`cmd_len` bytes) and a zeroed buffer of `out_len` bytes, both private
     // to this call.

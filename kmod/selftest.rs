@@ -47,7 +47,13 @@ extern "C" {
     fn kgpu_shim_raid6_name() -> *const c_char;
     fn kgpu_shim_sg_alloc(n: c_uint) -> *mut c_void;
     fn kgpu_shim_sg_free(sgl: *mut c_void);
-    fn kgpu_shim_sg_fill(sgl: *mut c_void, n: c_uint, buf: *mut u8, len: usize, piece: usize) -> c_uint;
+    fn kgpu_shim_sg_fill(
+        sgl: *mut c_void,
+        n: c_uint,
+        buf: *mut u8,
+        len: usize,
+        piece: usize,
+    ) -> c_uint;
     fn kgpu_shim_raid6_gen(disks: c_int, unit: usize, data: *const u8, pq: *mut u8) -> c_int;
 }
 
@@ -221,9 +227,21 @@ fn parse(cmd: &[u8]) -> Option<(Kind, u32, u32, u32)> {
         _ => return None,
     };
     let count = it.next()?.parse::<u32>().ok()?;
-    let window = it.next().map(|w| w.parse::<u32>().ok()).unwrap_or(Some(32))?;
-    let max_len = it.next().map(|w| w.parse::<u32>().ok()).unwrap_or(Some(8192))?;
-    if it.next().is_some() || count == 0 || window == 0 || window > MAX_WINDOW || max_len < 16 || max_len > (1 << 20) {
+    let window = it
+        .next()
+        .map(|w| w.parse::<u32>().ok())
+        .unwrap_or(Some(32))?;
+    let max_len = it
+        .next()
+        .map(|w| w.parse::<u32>().ok())
+        .unwrap_or(Some(8192))?;
+    if it.next().is_some()
+        || count == 0
+        || window == 0
+        || window > MAX_WINDOW
+        || max_len < 16
+        || max_len > (1 << 20)
+    {
         return None;
     }
     Some((kind, count, window, max_len))
@@ -298,7 +316,14 @@ impl Drop for Ciphers {
     }
 }
 
-fn cipher(tfm: *mut c_void, key: &[u8], iv: Option<&[u8; 16]>, src: &[u8], dst: &mut [u8], enc: bool) -> Result {
+fn cipher(
+    tfm: *mut c_void,
+    key: &[u8],
+    iv: Option<&[u8; 16]>,
+    src: &[u8],
+    dst: &mut [u8],
+    enc: bool,
+) -> Result {
     // SAFETY: `tfm` is live; `src`/`dst` are kmalloc'ed buffers of at least
     // `src.len()` bytes (the shim maps them with sg_init_one); `iv` is 16 bytes.
     let r = unsafe {
@@ -332,7 +357,11 @@ struct Generated {
 }
 
 fn gen_echo(rng: &mut Rng, max_len: usize, input: &mut [u8], exp: &mut [u8]) -> Generated {
-    let len = 1 + if rng.next() & 3 == 0 { rng.below(max_len) } else { rng.below(max_len.min(512)) };
+    let len = 1 + if rng.next() & 3 == 0 {
+        rng.below(max_len)
+    } else {
+        rng.below(max_len.min(512))
+    };
     rng.fill(&mut input[..len]);
     exp[..len].copy_from_slice(&input[..len]);
     Generated {
@@ -355,10 +384,22 @@ fn gen_aes(
     exp: &mut [u8],
 ) -> Result<Generated> {
     use aesp::op;
-    let ops = [op::ECB_ENC, op::ECB_DEC, op::CBC_ENC, op::CBC_DEC, op::CTR, op::XTS_ENC, op::XTS_DEC];
+    let ops = [
+        op::ECB_ENC,
+        op::ECB_DEC,
+        op::CBC_ENC,
+        op::CBC_DEC,
+        op::CTR,
+        op::XTS_ENC,
+        op::XTS_DEC,
+    ];
     let o = ops[rng.below(ops.len())];
     let xts = o == op::XTS_ENC || o == op::XTS_DEC;
-    let key_len = if xts { [32, 64][rng.below(2)] } else { [16, 24, 32][rng.below(3)] };
+    let key_len = if xts {
+        [32, 64][rng.below(2)]
+    } else {
+        [16, 24, 32][rng.below(3)]
+    };
     rng.fill(&mut key[..key_len]);
     let key = &key[..key_len];
     let mut iv = [0u8; 16];
@@ -435,7 +476,11 @@ fn take_slot(window: u32, stall_ms: u32) -> Option<usize> {
     let mut waited = 0u32;
     loop {
         let busy = T.busy.load(Ordering::Acquire);
-        let all = if window >= 64 { u64::MAX } else { (1u64 << window) - 1 };
+        let all = if window >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << window) - 1
+        };
         let free = !busy & all;
         if free != 0 {
             let w = free.trailing_zeros() as usize;
@@ -471,7 +516,11 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
         pr_warn!("selftest: WINDOW x MAX_LEN must stay within 32 MiB\n");
         return Err(EINVAL);
     }
-    let ciphers = if kind == Kind::Aes { Some(Ciphers::new()?) } else { None };
+    let ciphers = if kind == Kind::Aes {
+        Some(Ciphers::new()?)
+    } else {
+        None
+    };
     let mut sync_out = kvec(max_in)?;
     let mut key = [0u8; 64];
     let mut exps = KVec::with_capacity(window as usize, GFP_KERNEL)?;
@@ -543,7 +592,13 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
             // SAFETY: the slot's array has SG_ENTRIES entries and its input
             // buffer (kmalloc'ed) at least `in_len` bytes.
             let n = unsafe {
-                kgpu_shim_sg_fill(sgs.0[w], SG_ENTRIES as c_uint, inputs[w].as_mut_ptr(), g.in_len, piece)
+                kgpu_shim_sg_fill(
+                    sgs.0[w],
+                    SG_ENTRIES as c_uint,
+                    inputs[w].as_mut_ptr(),
+                    g.in_len,
+                    piece,
+                )
             };
             via_sg = n > 0;
         }
@@ -575,7 +630,10 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
         if k % 8 == 7 && !via_sg {
             let r = api::call(&job, &mut sync_out[..], 0);
             match r {
-                Ok(n) => record(Some(n == g.out_len && sync_out[..n] == exps[w][..n]), Status::Ok),
+                Ok(n) => record(
+                    Some(n == g.out_len && sync_out[..n] == exps[w][..n]),
+                    Status::Ok,
+                ),
                 Err(CallError::Submit(SubmitError::NoHelper)) => nohelper += 1,
                 Err(CallError::Submit(_)) => refused += 1,
                 Err(CallError::TimedOut) => record(None, Status::TimedOut),
@@ -631,7 +689,8 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     let failed = T.failed.load(Ordering::Relaxed);
     let timeouts = T.timeouts.load(Ordering::Relaxed);
     let mismatches = T.mismatches.load(Ordering::Relaxed);
-    let pass = ok == u64::from(count) && mismatches == 0 && drained && !stalled && gen_error.is_none();
+    let pass =
+        ok == u64::from(count) && mismatches == 0 && drained && !stalled && gen_error.is_none();
     let name = match kind {
         Kind::Echo => "echo",
         Kind::Aes => "aes",

@@ -36,7 +36,14 @@ extern "C" {
     fn ioctl(fd: c_int, req: c_ulong, ...) -> c_int;
     fn memfd_create(name: *const u8, flags: c_uint) -> c_int;
     fn ftruncate(fd: c_int, len: i64) -> c_int;
-    fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: i64) -> *mut c_void;
+    fn mmap(
+        addr: *mut c_void,
+        len: usize,
+        prot: c_int,
+        flags: c_int,
+        fd: c_int,
+        off: i64,
+    ) -> *mut c_void;
     fn munmap(addr: *mut c_void, len: usize) -> c_int;
     fn mlock(addr: *const c_void, len: usize) -> c_int;
     fn setuid(uid: c_uint) -> c_int;
@@ -159,13 +166,25 @@ fn attach(f: &File, a: &AttachArgs) -> i32 {
 fn open_twice() -> ! {
     let mut c = Checks { failed: 0 };
     let first = open_dev();
-    c.check("first open succeeds", first.is_ok(), format!("{:?}", first.as_ref().err()));
+    c.check(
+        "first open succeeds",
+        first.is_ok(),
+        format!("{:?}", first.as_ref().err()),
+    );
     let second = open_dev();
-    c.check("second open gets EBUSY", errno_of(&second) == EBUSY, format!("errno {}", errno_of(&second)));
+    c.check(
+        "second open gets EBUSY",
+        errno_of(&second) == EBUSY,
+        format!("errno {}", errno_of(&second)),
+    );
     drop(second);
     drop(first);
     let third = open_dev();
-    c.check("open after close succeeds", third.is_ok(), format!("{:?}", third.as_ref().err()));
+    c.check(
+        "open after close succeeds",
+        third.is_ok(),
+        format!("{:?}", third.as_ref().err()),
+    );
     c.finish()
 }
 
@@ -173,10 +192,18 @@ fn open_as_nobody() -> ! {
     let mut c = Checks { failed: 0 };
     // SAFETY: plain syscalls dropping privileges for the rest of the process.
     let dropped = unsafe { setgid(65534) == 0 && setuid(65534) == 0 };
-    c.check("dropped to uid 65534", dropped, io::Error::last_os_error().to_string());
+    c.check(
+        "dropped to uid 65534",
+        dropped,
+        io::Error::last_os_error().to_string(),
+    );
     let r = open_dev();
     let e = errno_of(&r);
-    c.check("open refused (EACCES or EPERM)", e == EACCES || e == EPERM, format!("errno {e}"));
+    c.check(
+        "open refused (EACCES or EPERM)",
+        e == EACCES || e == EPERM,
+        format!("errno {e}"),
+    );
     c.finish()
 }
 
@@ -189,17 +216,73 @@ fn attach_errors() -> ! {
         let got = attach(&f, &a);
         c.check(name, got == want, format!("errno {got}, wanted {want}"));
     };
-    expect("wrong ABI version", AttachArgs { version: good.version + 1, ..good }, EPROTO);
+    expect(
+        "wrong ABI version",
+        AttachArgs {
+            version: good.version + 1,
+            ..good
+        },
+        EPROTO,
+    );
     expect("reserved flags", AttachArgs { flags: 1, ..good }, EINVAL);
-    expect("unaligned address", AttachArgs { addr: good.addr + 8, ..good }, EINVAL);
-    expect("length not whole pages", AttachArgs { len: good.len - 100, ..good }, EINVAL);
+    expect(
+        "unaligned address",
+        AttachArgs {
+            addr: good.addr + 8,
+            ..good
+        },
+        EINVAL,
+    );
+    expect(
+        "length not whole pages",
+        AttachArgs {
+            len: good.len - 100,
+            ..good
+        },
+        EINVAL,
+    );
     expect("length too small", AttachArgs { len: 4096, ..good }, EINVAL);
-    expect("length over max_region_mb", AttachArgs { len: 1 << 40, ..good }, EFBIG);
-    expect("address wraps", AttachArgs { addr: u64::MAX & !4095, ..good }, EFAULT);
-    expect("unmapped address", AttachArgs { addr: 0x1000_0000_0000, ..good }, EFAULT);
-    expect("length past the mapping", AttachArgs { len: good.len + (64 << 20), ..good }, EFAULT);
+    expect(
+        "length over max_region_mb",
+        AttachArgs {
+            len: 1 << 40,
+            ..good
+        },
+        EFBIG,
+    );
+    expect(
+        "address wraps",
+        AttachArgs {
+            addr: !4095,
+            ..good
+        },
+        EFAULT,
+    );
+    expect(
+        "unmapped address",
+        AttachArgs {
+            addr: 0x1000_0000_0000,
+            ..good
+        },
+        EFAULT,
+    );
+    expect(
+        "length past the mapping",
+        AttachArgs {
+            len: good.len + (64 << 20),
+            ..good
+        },
+        EFAULT,
+    );
     // A header that does not match the region it lies in.
-    expect("region shorter than its header says", AttachArgs { len: good.len - 4096, ..good }, EBADMSG);
+    expect(
+        "region shorter than its header says",
+        AttachArgs {
+            len: good.len - 4096,
+            ..good
+        },
+        EBADMSG,
+    );
     // SAFETY: our own mapping; the kernel is not attached to it.
     unsafe { (*r.base.cast::<RegionHeader>()).magic ^= 1 };
     expect("bad magic", good, EBADMSG);
@@ -211,17 +294,35 @@ fn attach_errors() -> ! {
     // SAFETY: as above.
     unsafe { (*r.base.cast::<RegionHeader>()).sq_entries = 64 };
     let bad_ptr = do_ioctl(&f, KGPU_IOC_ATTACH, 16 as *const c_void);
-    c.check("argument pointer unreadable", bad_ptr == EFAULT, format!("errno {bad_ptr}"));
+    c.check(
+        "argument pointer unreadable",
+        bad_ptr == EFAULT,
+        format!("errno {bad_ptr}"),
+    );
     let unknown = do_ioctl(&f, 0x4b7f, std::ptr::null());
-    c.check("unknown ioctl", unknown == ENOTTY, format!("errno {unknown}"));
+    c.check(
+        "unknown ioctl",
+        unknown == ENOTTY,
+        format!("errno {unknown}"),
+    );
     let got = attach(&f, &good);
     c.check("good attach", got == 0, format!("errno {got}"));
     // Claim the region as the helper does; the kernel resets it at detach.
-    r.header().helper_state.store(abi::helper_state::ATTACHED, Ordering::Release);
+    r.header()
+        .helper_state
+        .store(abi::helper_state::ATTACHED, Ordering::Release);
     let again = attach(&f, &good);
-    c.check("second attach gets EBUSY", again == EBUSY, format!("errno {again}"));
+    c.check(
+        "second attach gets EBUSY",
+        again == EBUSY,
+        format!("errno {again}"),
+    );
     let bell = do_ioctl(&f, KGPU_IOC_DOORBELL, std::ptr::null());
-    c.check("doorbell while attached", bell == 0, format!("errno {bell}"));
+    c.check(
+        "doorbell while attached",
+        bell == 0,
+        format!("errno {bell}"),
+    );
     drop(f);
     c.check(
         "close detaches and resets helper_state",
@@ -322,11 +423,26 @@ fn serve(mode: Mode) -> ! {
             }
             if mode == Mode::Garbage {
                 let bad = [
-                    Cqe { slot: 1 << 30, ..cqe },
-                    Cqe { gen: cqe.gen.wrapping_add(7), ..cqe },
-                    Cqe { status: 1000, ..cqe },
-                    Cqe { bytes: u64::MAX, ..cqe },
-                    Cqe { bytes: cqe.bytes + 1 + (64 << 20), ..cqe },
+                    Cqe {
+                        slot: 1 << 30,
+                        ..cqe
+                    },
+                    Cqe {
+                        gen: cqe.gen.wrapping_add(7),
+                        ..cqe
+                    },
+                    Cqe {
+                        status: 1000,
+                        ..cqe
+                    },
+                    Cqe {
+                        bytes: u64::MAX,
+                        ..cqe
+                    },
+                    Cqe {
+                        bytes: cqe.bytes + 1 + (64 << 20),
+                        ..cqe
+                    },
                 ];
                 for b in bad {
                     push(&mut cq, &f, b);
@@ -336,7 +452,8 @@ fn serve(mode: Mode) -> ! {
                 // SAFETY: the completion ring's indices in our mapping.
                 let idx = unsafe { &*r.base.add(g.cq_off as usize).cast::<RingIndices>() };
                 let head = idx.head.load(Ordering::Acquire);
-                idx.tail.store(head.wrapping_add(4 * g.cq_entries), Ordering::Release);
+                idx.tail
+                    .store(head.wrapping_add(4 * g.cq_entries), Ordering::Release);
                 do_ioctl(&f, KGPU_IOC_DOORBELL, std::ptr::null());
                 continue;
             }
