@@ -205,12 +205,13 @@ struct Whole {
     failed: bool,
 }
 
-/// Requests at least this large are cut into parts (AES only).
-pub const SPLIT_MIN: u64 = 512 << 10;
+/// Requests at least this large are cut into parts (AES only), when the
+/// GPU has too few requests in flight to keep its streams busy otherwise.
+pub const SPLIT_MIN: u64 = 4 << 20;
 /// Smallest part.
-pub const PART_MIN: u64 = 256 << 10;
-/// Most parts per request.
-pub const MAX_PARTS: u64 = 16;
+pub const PART_MIN: u64 = 1 << 20;
+/// Most parts per request (one per stream).
+pub const MAX_PARTS: u64 = STREAMS as u64;
 
 /// Adds `n` to a 128-bit big-endian counter.
 fn be128_add(iv: [u8; 16], n: u64) -> [u8; 16] {
@@ -615,7 +616,13 @@ impl CudaBackend {
         let mut piece: Vec<Sqe> = Vec::new();
         let mut bytes = 0;
         for s in reqs {
-            let parts = split_request(&s);
+            // Cutting costs launches and API calls on this (one) thread; it
+            // pays only while the streams would otherwise sit idle.
+            let parts = if self.wholes.len() < STREAMS {
+                split_request(&s)
+            } else {
+                vec![s]
+            };
             self.wholes.insert(
                 (s.slot, s.gen),
                 Whole {

@@ -20,6 +20,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// How long [`Submitter::wait`] polls before it sleeps on the doorbell.
+pub const WAIT_SPIN: Duration = Duration::from_micros(50);
+
 /// Chunk size of the data-area allocator (4 KiB).
 pub const CHUNK_SHIFT: u32 = 12;
 
@@ -390,7 +393,8 @@ impl Submitter {
     /// Waits for `t` at most `timeout`. On success the slot is freed and the
     /// completion returned (its status may be an error, `NoHelper` included).
     pub fn wait(&self, t: Ticket, timeout: Duration) -> Result<Completion, WaitError> {
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        let deadline = start + timeout;
         let h = self.region.header();
         loop {
             let bell = h.cq_doorbell.load(Ordering::SeqCst);
@@ -413,6 +417,12 @@ impl Submitter {
             let now = Instant::now();
             if now >= deadline {
                 return Err(WaitError::TimedOut);
+            }
+            // Poll a little before sleeping: a wakeup costs more than a short
+            // request takes.
+            if now - start < WAIT_SPIN {
+                std::hint::spin_loop();
+                continue;
             }
             ring::arm(&h.cq_flags, cq_flag::NEED_WAKEUP);
             let pending = {
