@@ -21,7 +21,7 @@ fn parts_compute_what_the_whole_computes() {
     let mut split_seen = 0;
     for round in 0..40 {
         let op = AES_OPS[round % AES_OPS.len()];
-        let len = (512 << 10) + rng.below(3 << 20) as usize;
+        let len = (4 << 20) + rng.below(4 << 20) as usize;
         let job = random_aes(&mut rng, op, len);
         let size = 16 << 20;
         let mut a = vec![0u64; size / 8];
