@@ -150,7 +150,7 @@ impl Mode {
 }
 
 /// One row of the table.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Row {
     /// Mode name.
     pub mode: String,

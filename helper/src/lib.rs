@@ -13,3 +13,4 @@ pub mod shm;
 pub mod standin;
 pub mod stats;
 pub mod workload;
+pub mod plot;

@@ -66,6 +66,21 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         cpu_workers: usize,
     },
+    /// Draw a picture from rows saved with `bench --json-out`.
+    Plot {
+        /// The JSON rows.
+        #[arg(long)]
+        from: PathBuf,
+        /// The SVG to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Title of the picture.
+        #[arg(long, default_value = "kgpu-rs: throughput through the ring")]
+        title: String,
+        /// The bound drawn, GB/s (0: none).
+        #[arg(long, default_value_t = 39.0)]
+        bound_gbps: f64,
+    },
     /// Measure throughput and latency through the ring (and, with
     /// --compare, the same work called directly on the CPU).
     Bench {
@@ -97,6 +112,12 @@ enum Cmd {
         /// Also write the rows as JSON to this file.
         #[arg(long)]
         json_out: Option<PathBuf>,
+        /// Also draw throughput against size as an SVG picture in this file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// The bound drawn on the picture, GB/s (PCIe, both directions at once).
+        #[arg(long, default_value_t = 39.0)]
+        bound_gbps: f64,
         /// CPU worker threads of the helper's CPU backend.
         #[arg(long, default_value_t = 1)]
         cpu_workers: usize,
@@ -192,6 +213,15 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             backend,
             cpu_workers,
         } => selftest(backend, cpu_workers),
+        Cmd::Plot {
+            from,
+            out,
+            title,
+            bound_gbps,
+        } => {
+            let rows: Vec<kgpu_helper::bench::Row> = serde_json::from_str(&std::fs::read_to_string(&from)?)?;
+            write_plot(&rows, &out, &title, bound_gbps)
+        }
         Cmd::Bench {
             backend,
             modes,
@@ -201,6 +231,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             compare,
             json,
             json_out,
+            plot,
+            bound_gbps,
             cpu_workers,
             data_mib,
         } => {
@@ -219,7 +251,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 duration: Duration::from_millis(millis),
                 compare,
             };
-            bench(backend, cpu_workers, data_mib, &plan, json, json_out)
+            bench(backend, cpu_workers, data_mib, &plan, json, json_out, plot.map(|p| (p, bound_gbps)))
         }
         Cmd::Serve {
             device: dev_path,
@@ -399,6 +431,7 @@ fn bench(
     plan: &Plan,
     json: bool,
     json_out: Option<PathBuf>,
+    plot: Option<(PathBuf, f64)>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let path = region_path("bench");
     let spec = RegionSpec {
@@ -414,6 +447,10 @@ fn bench(
     let rows = rows?;
     if let Some(p) = json_out {
         std::fs::write(&p, serde_json::to_string_pretty(&rows)?)?;
+    }
+    if let Some((p, bound)) = plot {
+        let title = format!("kgpu-rs {} backend through the ring vs one CPU thread", backend_arg(backend));
+        write_plot(&rows, &p, &title, bound)?;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -432,5 +469,13 @@ fn bench(
         );
         print!("{}", kgpu_helper::bench::table(&rows, backend_arg(backend)));
     }
+    Ok(())
+}
+
+fn write_plot(rows: &[kgpu_helper::bench::Row], out: &std::path::Path, title: &str, bound: f64) -> Result<(), Box<dyn std::error::Error>> {
+    let label = format!("PCIe bound, both directions at once ({bound} GB/s)");
+    let b = (bound > 0.0).then_some((bound, label.as_str()));
+    std::fs::write(out, kgpu_helper::plot::svg(rows, title, b))?;
+    log::info!("wrote {}", out.display());
     Ok(())
 }

@@ -211,3 +211,77 @@ fn gpu_backend_matches_cpu_through_the_ring() {
     eprintln!("{on_gpu} of {total} requests ran on the GPU");
     assert_eq!(on_gpu, total, "every valid request ran on the GPU");
 }
+
+/// Under load: many large requests in flight at once on every stream, each
+/// checked against the CPU, with the aggregate rate printed for comparison
+/// with the benchmark.
+#[test]
+fn many_large_requests_in_flight_are_all_correct() {
+    if !gpu_present() {
+        return;
+    }
+    let sub = Submitter::create(
+        None,
+        RegionSpec {
+            sq_entries: 256,
+            cq_entries: 512,
+            data_size: 1 << 30,
+        },
+    )
+    .unwrap();
+    let region = Arc::clone(sub.region());
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = Arc::clone(&stop);
+    let helper = std::thread::spawn(move || {
+        let opts = CudaOptions {
+            gpu_min_bytes: Some(0),
+            ..CudaOptions::default()
+        };
+        let mut be = CudaBackend::new(region.data(), opts).expect("CUDA backend");
+        serve(&region, &RegionTransport, &mut be, &s2, ServeOptions::default(), &Stats::default()).unwrap();
+    });
+    while !sub.helper_attached() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let services = CpuServices::new();
+    let mut rng = Rng::new(0x10ad);
+    let ops = [
+        kgpu_aes::proto::op::XTS_ENC,
+        kgpu_aes::proto::op::CTR,
+        kgpu_aes::proto::op::ECB_ENC,
+        kgpu_aes::proto::op::CBC_DEC,
+    ];
+    let mut jobs = Vec::new();
+    for i in 0..40 {
+        let job = if i % 5 == 4 {
+            kgpu_helper::workload::random_raid6_gen(&mut rng, 16, 1 << 20)
+        } else {
+            let len = ((4 << 20) + rng.below(12 << 20) as usize) / 4096 * 4096;
+            random_aes(&mut rng, ops[i % 4], len)
+        };
+        let want = job.direct(&services).unwrap();
+        jobs.push((job, want));
+    }
+    let staged: Vec<_> = jobs.iter().map(|(j, _)| j.stage(&sub).expect("room")).collect();
+    let reqs: Vec<_> = staged.iter().map(|s| s.request).collect();
+    let t0 = Instant::now();
+    let tickets = sub.submit_batch(&reqs).unwrap();
+    let mut bytes = 0u64;
+    for (((job, want), st), t) in jobs.iter().zip(&staged).zip(tickets) {
+        let c = sub.wait(t, Duration::from_secs(60)).unwrap();
+        assert_eq!(c.status, Status::Ok, "{}", job.name());
+        assert_eq!(c.backend, backend::GPU);
+        assert!(st.output(&sub, c.bytes) == *want, "{} {} bytes differs under load", job.name(), job.input.len());
+        bytes += job.payload();
+    }
+    let dt = t0.elapsed();
+    eprintln!(
+        "{} requests, {} MiB in {:.1} ms: {:.1} GB/s, all correct",
+        jobs.len(),
+        bytes >> 20,
+        dt.as_secs_f64() * 1e3,
+        bytes as f64 / dt.as_secs_f64() / 1e9
+    );
+    stop.store(true, Ordering::Relaxed);
+    helper.join().unwrap();
+}
