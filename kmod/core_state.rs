@@ -559,12 +559,12 @@ fn detach() {
     // SAFETY: process context (file release); the poll work may run reap(),
     // which takes users only while `detaching` is false.
     unsafe { shim::kgpu_shim_cancel_poll() };
+    let np = shim::NoPreempt::new();
     let Some(mut a) = STATE.with(|s| s.att.take()) else {
         return;
     };
 
     let mut failed = 0u64;
-    let np = shim::NoPreempt::new();
     for i in 0..a.ctx.len() {
         let c = a.ctx[i];
         if c.state == SlotState::Pending {
@@ -867,6 +867,9 @@ const NO_REAPED: Option<Reaped> = None;
 /// Takes completions off the ring, validates them and runs the callbacks.
 pub(crate) fn reap() {
     loop {
+        // Callbacks run with preemption off (see `shim::NoPreempt`), from the
+        // moment their slots are marked until they are released.
+        let _np = shim::NoPreempt::new();
         let mut batch: [Option<Reaped>; REAP_BATCH] = [NO_REAPED; REAP_BATCH];
         let mut n = 0usize;
         let mut more = false;
@@ -965,9 +968,6 @@ pub(crate) fn reap() {
             Some(a.epoch)
         });
         let Some(epoch) = epoch else { return };
-        // Callbacks run with preemption off (see `shim::NoPreempt`), up to
-        // the release of their slots.
-        let _np = shim::NoPreempt::new();
 
         for d in dead.iter().take(ndead).flatten() {
             svc(d.2).errors.add(1);
@@ -1030,6 +1030,8 @@ fn expire() {
     }
     let now = now_ns();
     loop {
+        // Preemption off from marking to callback (see `shim::NoPreempt`).
+        let _np = shim::NoPreempt::new();
         let mut dead: [Option<(DoneFn, usize, u16)>; REAP_BATCH] = [None; REAP_BATCH];
         let mut ndead = 0usize;
         let mut more = false;
@@ -1058,7 +1060,6 @@ fn expire() {
                 a.last_scan_ns = now;
             }
         });
-        let _np = shim::NoPreempt::new();
         for d in dead.iter().take(ndead).flatten() {
             svc(d.2).timeouts.add(1);
             let o = Outcome {
