@@ -140,6 +140,10 @@ enum Cmd {
         /// Data-area size of the benchmark region, MiB.
         #[arg(long, default_value_t = 1024)]
         data_mib: u64,
+        /// Run the plan with 1, 2, ... N GPUs (every GPU present) and print
+        /// the scaling against one GPU.
+        #[arg(long)]
+        gpu_scaling: bool,
     },
 }
 
@@ -273,6 +277,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             bound_gbps,
             cpu_workers,
             data_mib,
+            gpu_scaling,
         } => {
             let modes = modes
                 .iter()
@@ -289,6 +294,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 duration: Duration::from_millis(millis),
                 compare,
             };
+            if gpu_scaling {
+                return scaling(cpu_workers, data_mib, &plan);
+            }
             bench(
                 backend,
                 cpu_workers,
@@ -382,7 +390,21 @@ impl ChildHelper {
         backend: BackendKind,
         cpu_workers: usize,
     ) -> Result<Self, Box<dyn std::error::Error>> {
-        let child = std::process::Command::new(std::env::current_exe()?)
+        Self::start_with(sub, path, backend, cpu_workers, None)
+    }
+
+    fn start_with(
+        sub: &Submitter,
+        path: PathBuf,
+        backend: BackendKind,
+        cpu_workers: usize,
+        max_gpus: Option<usize>,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        if let Some(n) = max_gpus {
+            cmd.env("KGPU_MAX_GPUS", n.to_string());
+        }
+        let child = cmd
             .args([
                 "serve",
                 "--backend",
@@ -573,4 +595,47 @@ fn print_stats(helper_file: &std::path::Path) {
         ),
         None => println!("no helper statistics at {}", helper_file.display()),
     }
+}
+
+/// The plan once per GPU count, 1..=N, with the ratio to one GPU.
+#[cfg(feature = "cuda")]
+fn scaling(cpu_workers: usize, data_mib: u64, plan: &Plan) -> Result<(), Box<dyn std::error::Error>> {
+    let n = kgpu_helper::cuda::device_count()?;
+    let mut all: Vec<(usize, Vec<kgpu_helper::bench::Row>)> = Vec::new();
+    for gpus in 1..=n {
+        let path = region_path(&format!("scaling{gpus}"));
+        let spec = RegionSpec {
+            data_size: data_mib << 20,
+            ..RegionSpec::default()
+        };
+        let sub = Submitter::create(Some(&path), spec)?;
+        let helper = ChildHelper::start_with(&sub, path, BackendKind::Cuda, cpu_workers, Some(gpus))?;
+        let rows = kgpu_helper::bench::run(&sub, plan, &|| helper.cpu_time(), &mut |l| eprintln!("{gpus} GPU(s): {l}"));
+        helper.stop()?;
+        all.push((gpus, rows?));
+    }
+    println!("kgpu-helper bench --gpu-scaling: {n} GPU(s) present");
+    println!("{:<15} {:>9} {:>5} {:>5} {:>10} {:>8} {:>7}", "mode", "size", "depth", "gpus", "ring GB/s", "x 1 GPU", "helper");
+    let base = &all[0].1;
+    for (i, b) in base.iter().enumerate() {
+        for (gpus, rows) in &all {
+            let r = &rows[i];
+            println!(
+                "{:<15} {:>9} {:>5} {:>5} {:>10.2} {:>8.2} {:>7.2}",
+                r.mode,
+                kgpu_helper::bench::human(r.size),
+                r.depth,
+                gpus,
+                r.ring_gbps,
+                r.ring_gbps / b.ring_gbps,
+                r.helper_cores.unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn scaling(_: usize, _: u64, _: &Plan) -> Result<(), Box<dyn std::error::Error>> {
+    Err("this kgpu-helper was built without the cuda feature".into())
 }
