@@ -73,6 +73,7 @@ struct scatterlist *kgpu_shim_sg_alloc(unsigned int n);
 void kgpu_shim_sg_free(struct scatterlist *sgl);
 unsigned int kgpu_shim_sg_fill(struct scatterlist *sgl, unsigned int n, void *buf, size_t len,
 			       size_t piece);
+int kgpu_shim_run_parallel(unsigned int n, void (*fn)(void *ctx, unsigned int idx), void *ctx);
 int kgpu_shim_raid6_gen(int disks, size_t unit, const u8 *data, u8 *pq);
 
 /* Values of kgpu_rs_poll_mask(). */
@@ -288,6 +289,44 @@ void kgpu_shim_unpin_unmap(struct page **pages, unsigned long npages, void *vadd
 int kgpu_shim_copy_from_user(void *dst, unsigned long src, unsigned long len)
 {
 	return copy_from_user(dst, (const void __user *)src, len) ? -EFAULT : 0;
+}
+
+/* ---- parallel self-test submitters -------------------------------------- */
+
+struct kgpu_par {
+	struct work_struct work;
+	void (*fn)(void *ctx, unsigned int idx);
+	void *ctx;
+	unsigned int idx;
+};
+
+static void kgpu_par_fn(struct work_struct *work)
+{
+	struct kgpu_par *p = container_of(work, struct kgpu_par, work);
+
+	p->fn(p->ctx, p->idx);
+}
+
+/* Runs fn(ctx, 0..n) on n unbound workqueue workers and waits for all. */
+int kgpu_shim_run_parallel(unsigned int n, void (*fn)(void *ctx, unsigned int idx), void *ctx)
+{
+	struct kgpu_par *p;
+	unsigned int i;
+
+	p = kcalloc(n, sizeof(*p), GFP_KERNEL);
+	if (!p)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		p[i].fn = fn;
+		p[i].ctx = ctx;
+		p[i].idx = i;
+		INIT_WORK(&p[i].work, kgpu_par_fn);
+		queue_work(system_unbound_wq, &p[i].work);
+	}
+	for (i = 0; i < n; i++)
+		flush_work(&p[i].work);
+	kfree(p);
+	return 0;
 }
 
 /* ---- scatterlists ------------------------------------------------------------ */

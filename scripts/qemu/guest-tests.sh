@@ -128,6 +128,14 @@ test_echo_standin() {
     expect_eq in_flight "$(stat_of in_flight)" 0 && stop_server
 }
 
+test_parallel_standin() {
+    # Four submitting threads racing on the rings, the slot table and the
+    # allocator, with the doorbell and the poll reaping concurrently.
+    start_server $KTEST serve echo || return 1
+    selftest echo 20000 64 4096 par=4 || return 1
+    grep -q 'result: PASS' $D/selftest && expect_eq in_flight "$(stat_of in_flight)" 0
+}
+
 test_error_status_propagates() {
     # The stand-in only knows ECHO: AES requests come back with an error.
     start_server $KTEST serve echo || return 1
@@ -274,6 +282,12 @@ test_helper_aes() {
     grep -q 'result: PASS' $D/selftest
 }
 
+test_helper_aes_parallel() {
+    start_server $(helper_cmd) || return 1
+    selftest aes 4000 32 4096 par=4 || return 1
+    grep -q 'result: PASS' $D/selftest
+}
+
 test_helper_raid6() {
     start_server $(helper_cmd) || return 1
     selftest raid6 1000 16 || return 1
@@ -401,6 +415,7 @@ t non_root_refused test_nonroot
 t attach_validation test_attach_errors
 t no_helper_fails_fast test_no_helper
 t standin_echo_selftest test_echo_standin
+t parallel_submitters_standin test_parallel_standin
 t error_status_propagates test_error_status_propagates
 t selftest_detects_wrong_data test_selftest_detects_wrong_data
 t hostile_completions_ignored test_hostile_completions
@@ -417,6 +432,7 @@ if [ -x $HELPER ] && $HELPER serve --help >/dev/null 2>&1; then
     HAVE_HELPER=1
     t helper_echo_selftest test_helper_echo
     t helper_aes_matches_kernel test_helper_aes
+    t helper_aes_parallel_submitters test_helper_aes_parallel
     t helper_raid6_matches_kernel test_helper_raid6
     t helper_nosleep_spinning_calls test_helper_nosleep
     t helper_second_refused test_helper_second_refused
