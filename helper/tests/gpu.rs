@@ -277,9 +277,13 @@ fn many_large_requests_in_flight_are_all_correct() {
     let reqs: Vec<_> = staged.iter().map(|s| s.request).collect();
     let t0 = Instant::now();
     let tickets = sub.submit_batch(&reqs).unwrap();
+    let done: Vec<_> = tickets
+        .into_iter()
+        .map(|t| sub.wait(t, Duration::from_secs(60)).unwrap())
+        .collect();
+    let dt = t0.elapsed();
     let mut bytes = 0u64;
-    for (((job, want), st), t) in jobs.iter().zip(&staged).zip(tickets) {
-        let c = sub.wait(t, Duration::from_secs(60)).unwrap();
+    for (((job, want), st), c) in jobs.iter().zip(&staged).zip(done) {
         assert_eq!(c.status, Status::Ok, "{}", job.name());
         assert_eq!(c.backend, backend::GPU);
         assert!(
@@ -290,7 +294,6 @@ fn many_large_requests_in_flight_are_all_correct() {
         );
         bytes += job.payload();
     }
-    let dt = t0.elapsed();
     eprintln!(
         "{} requests, {} MiB in {:.1} ms: {:.1} GB/s, all correct",
         jobs.len(),
