@@ -45,6 +45,7 @@ unsigned int kgpu_shim_request_timeout_ms(void);
 unsigned int kgpu_shim_max_region_mb(void);
 unsigned int kgpu_shim_max_request_kb(void);
 unsigned int kgpu_shim_spin_timeout_us(void);
+unsigned int kgpu_shim_heartbeat_timeout_ms(void);
 void kgpu_shim_cpu_relax(void);
 void kgpu_shim_preempt_disable(void);
 void kgpu_shim_preempt_enable(void);
@@ -97,6 +98,11 @@ module_param(cq_poll_ms, uint, 0644);
 MODULE_PARM_DESC(cq_poll_ms,
 		 "Period of the kernel-side completion poll while requests are in flight (ms, default 2, at least one jiffy)");
 
+static unsigned int heartbeat_timeout_ms = 2000;
+module_param(heartbeat_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(heartbeat_timeout_ms,
+		 "A helper whose heartbeat stops this long while requests are in flight is treated as stalled: its requests fail, new ones go to the CPU until it beats again (ms, default 2000, 0 = off)");
+
 static unsigned int spin_timeout_us = 2000;
 module_param(spin_timeout_us, uint, 0644);
 MODULE_PARM_DESC(spin_timeout_us,
@@ -115,6 +121,7 @@ unsigned int kgpu_shim_sync_timeout_ms(void) { return READ_ONCE(sync_timeout_ms)
 unsigned int kgpu_shim_request_timeout_ms(void) { return READ_ONCE(request_timeout_ms); }
 unsigned int kgpu_shim_max_region_mb(void) { return READ_ONCE(max_region_mb); }
 unsigned int kgpu_shim_spin_timeout_us(void) { return READ_ONCE(spin_timeout_us); }
+unsigned int kgpu_shim_heartbeat_timeout_ms(void) { return READ_ONCE(heartbeat_timeout_ms); }
 unsigned int kgpu_shim_max_request_kb(void) { return READ_ONCE(max_request_kb); }
 
 /* ---- the state lock ----------------------------------------------------- */

@@ -193,6 +193,25 @@ test_nosleep_timeouts() {
         && expect_eq spin_timeouts "$spins" 10 && expect_eq outstanding "$(field outstanding)" 0
 }
 
+test_heartbeat_stall() {
+    # A helper that stops (heartbeat included) with requests in flight: they
+    # fail after heartbeat_timeout_ms, not request_timeout_ms, and new ones go
+    # to the CPU path at once.
+    echo 500 > $P/heartbeat_timeout_ms
+    before=$(stat_of stalls)
+    start_server $KTEST serve freeze || return 1
+    selftest echo 3000 16
+    r=$?
+    echo 2000 > $P/heartbeat_timeout_ms
+    [ $r = 0 ] || return 1
+    expect_eq outstanding "$(field outstanding)" 0 && expect_eq mismatches "$(field mismatches)" 0 || return 1
+    [ "$(field ok)" -le 100 ] && [ "$(field timeouts)" -gt 0 ] && [ "$(field nohelper)" -gt 0 ] \
+        || { echo "unexpected split"; return 1; }
+    [ "$(field elapsed_ms)" -lt 5000 ] || { echo "took the request timeout, not the heartbeat"; return 1; }
+    expect_eq state "$(stat_of state)" stalled && [ "$(stat_of stalls)" -gt "$before" ] || return 1
+    stop_server
+}
+
 test_corrupt_ring() {
     before=$(stat_of ring_corrupt)
     start_server $KTEST serve corrupt || return 1
@@ -273,7 +292,10 @@ helper_cmd() {
 test_helper_echo() {
     start_server $(helper_cmd) || return 1
     selftest echo 5000 32 16384 || return 1
-    grep -q 'result: PASS' $D/selftest
+    grep -q 'result: PASS' $D/selftest || return 1
+    # The per-service counters (submitted ok errors timeouts nohelper busy
+    # detach_failed bytes_in bytes_out avg_latency_ns), for the record.
+    grep -E '^(service|echo) ' $D/stats >> /tmp/t.info
 }
 
 test_helper_aes() {
@@ -421,6 +443,7 @@ t selftest_detects_wrong_data test_selftest_detects_wrong_data
 t hostile_completions_ignored test_hostile_completions
 t timeouts_complete_everything test_timeouts
 t nosleep_calls_time_out test_nosleep_timeouts
+t heartbeat_stall_fails_fast test_heartbeat_stall
 t corrupt_ring_fails_safely test_corrupt_ring
 t drain_then_hangup test_drain
 t standin_killed_mid_run test_kill_standin
