@@ -225,6 +225,7 @@ fn make_backend(
     }
 }
 
+#[cfg(feature = "cuda")]
 fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
