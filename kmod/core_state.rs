@@ -699,6 +699,15 @@ pub(crate) fn reserve(z: &Sizes) -> core::result::Result<Reservation, SubmitErro
             }
         }
         let out_len = if z.in_place { 0 } else { z.output };
+        // What can never fit is not "busy".
+        let chunk = a.alloc.chunk_size();
+        let need: u64 = [z.key, z.input, out_len, z.aux]
+            .iter()
+            .map(|&l| (l as u64).div_ceil(chunk) * chunk)
+            .sum();
+        if need > a.alloc.total_bytes() {
+            return Err(SubmitError::TooLarge);
+        }
         let t = a.slots.alloc(z.output as u64).ok_or(SubmitError::Busy)?;
         let mut ext = [Extent::EMPTY; 4];
         for (i, len) in [z.key, z.input, out_len, z.aux].into_iter().enumerate() {
