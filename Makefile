@@ -23,7 +23,7 @@ helper:
 
 run: helper
 	$(HELPER) selftest
-	$(HELPER) bench --compare --sizes 4K,64K,1M --depths 1,16 --millis 200
+	$(HELPER) bench --compare --sizes 4K,64K,1M --depths 1,16 --millis 200 --plot bench.svg
 
 bench: helper
 	$(HELPER) bench --compare --modes echo,aes128-xts,aes128-ctr,aes128-ecb,aes128-cbc-dec,raid6-gen16 \
