@@ -669,18 +669,24 @@ fn submit_batch(i: usize) {
     // SAFETY: the table describes the `n` requests' sources, `unit` bytes
     // each, in order; they stay valid until each request is completed.
     let input = unsafe { SgList::new(b.sg, 0, total) };
+    // ECB has no IVs; the other modes take one IV per request from the list.
+    let (params, aux_len) = if b.mode == ECB {
+        (proto::AesParams::none(), 0)
+    } else {
+        (proto::AesParams::list(), b.n * 16)
+    };
     let job = Job {
         service: service::AES,
         op: b.op,
         key_tag: b.tag,
         key: &b.key[..b.key_len],
         input: Src::Sg(input),
-        aux: &b.aux[..b.n * 16],
+        aux: &b.aux[..aux_len],
         out_len: total,
         in_place: true,
         unit: b.unit,
         count: 0,
-        params: proto::AesParams::list().to_bytes(),
+        params: params.to_bytes(),
     };
     b.submitted_ns = now_ns();
     inc(&STATS.wait_sum_ns, b.submitted_ns.saturating_sub(b.opened_ns));

@@ -468,6 +468,20 @@ int gaes_shim_register(void)
 		destroy_workqueue(gaes_wq);
 		return ret;
 	}
+	/*
+	 * The self-tests run asynchronously (and hold module references): wait
+	 * for them, so the module is usable and unloadable once loaded.
+	 */
+	for (i = 0; i < ARRAY_SIZE(gaes_algs); i++) {
+		struct crypto_skcipher *tfm =
+			crypto_alloc_skcipher(gaes_algs[i].base.cra_driver_name, 0, 0);
+
+		if (IS_ERR(tfm))
+			pr_warn("kgpu: %s unusable after its self-test (%ld)\n",
+				gaes_algs[i].base.cra_driver_name, PTR_ERR(tfm));
+		else
+			crypto_free_skcipher(tfm);
+	}
 	dir = debugfs_lookup("kgpu", NULL);
 	if (dir) {
 		gaes_debugfs = debugfs_create_file("gaes", 0600, dir, NULL, &gaes_stats_fops);
