@@ -11,7 +11,10 @@
 CARGO ?= cargo
 HELPER := target/release/kgpu-helper
 
-.PHONY: all helper run bench test test-rust fmt-check clippy cargo-test loom clean
+.PHONY: all helper run bench test test-rust fmt-check clippy cargo-test loom clean install
+
+PREFIX ?= /usr/local
+DESTDIR ?=
 
 all: helper kmod
 
@@ -43,6 +46,17 @@ loom:
 test-rust: fmt-check clippy helper cargo-test loom
 
 test: test-rust test-kernel
+
+# Installs the helper, runkgpu/stopkgpu, the systemd unit and the docs; the
+# module itself installs with dkms (`dkms install .`) or `make kmod` +
+# `make -C $$KDIR M=$$PWD modules_install`.
+install: helper
+	install -D -m 0755 $(HELPER) $(DESTDIR)$(PREFIX)/sbin/kgpu-helper
+	install -D -m 0755 scripts/runkgpu $(DESTDIR)$(PREFIX)/sbin/runkgpu
+	install -D -m 0755 scripts/stopkgpu $(DESTDIR)$(PREFIX)/sbin/stopkgpu
+	install -D -m 0644 packaging/kgpu-helper.service $(DESTDIR)/etc/systemd/system/kgpu-helper.service
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/kgpu-rs/README.md
+	install -m 0644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/kgpu-rs/
 
 clean:
 	$(CARGO) clean

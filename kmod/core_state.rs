@@ -296,6 +296,16 @@ pub(crate) fn assert_detached() {
     }
 }
 
+/// True when a helper takes requests and is awake (it has not announced,
+/// through `sq_flags.NEED_WAKEUP`, that it sleeps until woken).
+pub(crate) fn helper_awake() -> bool {
+    STATE.with(|s| {
+        matches!(s.att.as_ref(), Some(a) if !a.draining
+            && a.helper_state() != helper_state::DRAINING
+            && a.sq_flags().load(Ordering::Acquire) & sq_flag::NEED_WAKEUP == 0)
+    })
+}
+
 /// True when a helper is attached and takes requests.
 pub(crate) fn attached() -> bool {
     STATE.with(|s| matches!(s.att.as_ref(), Some(a) if !a.draining && a.helper_state() != helper_state::DRAINING))
@@ -549,6 +559,7 @@ fn detach() {
     // SAFETY: process context (file release); the poll work may run reap(),
     // which takes users only while `detaching` is false.
     unsafe { shim::kgpu_shim_cancel_poll() };
+    let np = shim::NoPreempt::new();
     let Some(mut a) = STATE.with(|s| s.att.take()) else {
         return;
     };
@@ -570,6 +581,7 @@ fn detach() {
         }
         a.ctx[i] = SlotCtx::FREE;
     }
+    drop(np);
     let hdr = a.header();
     // SAFETY: atomic fields of the still-mapped header.
     unsafe {
@@ -855,6 +867,9 @@ const NO_REAPED: Option<Reaped> = None;
 /// Takes completions off the ring, validates them and runs the callbacks.
 pub(crate) fn reap() {
     loop {
+        // Callbacks run with preemption off (see `shim::NoPreempt`), from the
+        // moment their slots are marked until they are released.
+        let _np = shim::NoPreempt::new();
         let mut batch: [Option<Reaped>; REAP_BATCH] = [NO_REAPED; REAP_BATCH];
         let mut n = 0usize;
         let mut more = false;
@@ -1015,6 +1030,8 @@ fn expire() {
     }
     let now = now_ns();
     loop {
+        // Preemption off from marking to callback (see `shim::NoPreempt`).
+        let _np = shim::NoPreempt::new();
         let mut dead: [Option<(DoneFn, usize, u16)>; REAP_BATCH] = [None; REAP_BATCH];
         let mut ndead = 0usize;
         let mut more = false;

@@ -238,7 +238,15 @@ fn many_large_requests_in_flight_are_all_correct() {
             ..CudaOptions::default()
         };
         let mut be = CudaBackend::new(region.data(), opts).expect("CUDA backend");
-        serve(&region, &RegionTransport, &mut be, &s2, ServeOptions::default(), &Stats::default()).unwrap();
+        serve(
+            &region,
+            &RegionTransport,
+            &mut be,
+            &s2,
+            ServeOptions::default(),
+            &Stats::default(),
+        )
+        .unwrap();
     });
     while !sub.helper_attached() {
         std::thread::sleep(Duration::from_millis(10));
@@ -262,7 +270,10 @@ fn many_large_requests_in_flight_are_all_correct() {
         let want = job.direct(&services).unwrap();
         jobs.push((job, want));
     }
-    let staged: Vec<_> = jobs.iter().map(|(j, _)| j.stage(&sub).expect("room")).collect();
+    let staged: Vec<_> = jobs
+        .iter()
+        .map(|(j, _)| j.stage(&sub).expect("room"))
+        .collect();
     let reqs: Vec<_> = staged.iter().map(|s| s.request).collect();
     let t0 = Instant::now();
     let tickets = sub.submit_batch(&reqs).unwrap();
@@ -271,7 +282,12 @@ fn many_large_requests_in_flight_are_all_correct() {
         let c = sub.wait(t, Duration::from_secs(60)).unwrap();
         assert_eq!(c.status, Status::Ok, "{}", job.name());
         assert_eq!(c.backend, backend::GPU);
-        assert!(st.output(&sub, c.bytes) == *want, "{} {} bytes differs under load", job.name(), job.input.len());
+        assert!(
+            st.output(&sub, c.bytes) == *want,
+            "{} {} bytes differs under load",
+            job.name(),
+            job.input.len()
+        );
         bytes += job.payload();
     }
     let dt = t0.elapsed();
