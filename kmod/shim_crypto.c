@@ -372,10 +372,13 @@ static void gaes_exit_tfm(struct crypto_skcipher *tfm)
 }
 
 #define GAES_ALG(m, cname, bs, ivs, minks, maxks, chunk)                          \
+	GAES_ALG_NAMED(m, "gaes_" #m, cname, bs, ivs, minks, maxks, chunk)
+
+#define GAES_ALG_NAMED(m, dname, cname, bs, ivs, minks, maxks, chunk)             \
 	{                                                                       \
 		.base = {                                                       \
 			.cra_name = cname,                                      \
-			.cra_driver_name = "gaes_" #m,                          \
+			.cra_driver_name = dname,                               \
 			.cra_flags = CRYPTO_ALG_ASYNC | CRYPTO_ALG_NEED_FALLBACK, \
 			.cra_blocksize = bs,                                    \
 			.cra_ctxsize = sizeof(struct gaes_tfm_ctx),             \
@@ -398,6 +401,69 @@ static struct skcipher_alg gaes_algs[] = {
 		 2 * AES_MAX_KEY_SIZE, AES_BLOCK_SIZE),
 };
 
+/*
+ * Copies of the four drivers (same code, driver names gaes_*_t, priority 0 so
+ * no user picks them by algorithm name), registered on demand from debugfs
+ * while a helper is attached: the kernel's self-tests (testmgr) run again,
+ * now with the helper serving the requests. They stay registered until the
+ * module is unloaded.
+ */
+static struct skcipher_alg gaes_test_algs[] = {
+	GAES_ALG_NAMED(ecb, "gaes_ecb_t", "ecb(aes)", AES_BLOCK_SIZE, 0, AES_MIN_KEY_SIZE,
+		       AES_MAX_KEY_SIZE, AES_BLOCK_SIZE),
+	GAES_ALG_NAMED(cbc, "gaes_cbc_t", "cbc(aes)", AES_BLOCK_SIZE, AES_BLOCK_SIZE,
+		       AES_MIN_KEY_SIZE, AES_MAX_KEY_SIZE, AES_BLOCK_SIZE),
+	GAES_ALG_NAMED(ctr, "gaes_ctr_t", "ctr(aes)", 1, AES_BLOCK_SIZE, AES_MIN_KEY_SIZE,
+		       AES_MAX_KEY_SIZE, AES_BLOCK_SIZE),
+	GAES_ALG_NAMED(xts, "gaes_xts_t", "xts(aes)", AES_BLOCK_SIZE, AES_BLOCK_SIZE,
+		       2 * AES_MIN_KEY_SIZE, 2 * AES_MAX_KEY_SIZE, AES_BLOCK_SIZE),
+};
+
+static DEFINE_MUTEX(gaes_test_mutex);
+static bool gaes_test_registered;
+
+/* Waits for the asynchronous self-tests of algs[0..n). */
+static void gaes_wait_tests(struct skcipher_alg *algs, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		struct crypto_skcipher *tfm =
+			crypto_alloc_skcipher(algs[i].base.cra_driver_name, 0, 0);
+
+		if (IS_ERR(tfm))
+			pr_warn("kgpu: %s unusable after its self-test (%ld)\n",
+				algs[i].base.cra_driver_name, PTR_ERR(tfm));
+		else
+			crypto_free_skcipher(tfm);
+	}
+}
+
+/* Registers the copies once; 0 when every copy passed its self-tests. */
+static int gaes_selftest_copies(void)
+{
+	int i, ret = 0;
+
+	mutex_lock(&gaes_test_mutex);
+	if (gaes_test_registered) {
+		ret = -EALREADY;
+		goto out;
+	}
+	for (i = 0; i < ARRAY_SIZE(gaes_test_algs); i++)
+		gaes_test_algs[i].base.cra_priority = 0;
+	ret = crypto_register_skciphers(gaes_test_algs, ARRAY_SIZE(gaes_test_algs));
+	if (ret)
+		goto out;
+	gaes_test_registered = true;
+	gaes_wait_tests(gaes_test_algs, ARRAY_SIZE(gaes_test_algs));
+	for (i = 0; i < ARRAY_SIZE(gaes_test_algs); i++)
+		if (!(gaes_test_algs[i].base.cra_flags & CRYPTO_ALG_TESTED))
+			ret = -EBADMSG;
+out:
+	mutex_unlock(&gaes_test_mutex);
+	return ret;
+}
+
 /* ---- debugfs: /sys/kernel/debug/kgpu/gaes --------------------------------------- */
 
 #define GAES_TEXT_MAX 4096
@@ -417,7 +483,10 @@ static ssize_t gaes_stats_read(struct file *file, char __user *ubuf, size_t coun
 	return ret;
 }
 
-/* Writing "reset" zeroes the counters (for measurements). */
+/*
+ * Writing "reset" zeroes the counters (for measurements); "selftest" registers
+ * the test copies (see above) and fails with EBADMSG if one did not pass.
+ */
 static ssize_t gaes_stats_write(struct file *file, const char __user *ubuf, size_t count,
 				loff_t *ppos)
 {
@@ -427,10 +496,16 @@ static ssize_t gaes_stats_write(struct file *file, const char __user *ubuf, size
 		return -EINVAL;
 	if (copy_from_user(cmd, ubuf, count))
 		return -EFAULT;
-	if (strncmp(cmd, "reset", 5))
-		return -EINVAL;
-	gaes_rs_reset_stats();
-	return count;
+	if (!strncmp(cmd, "reset", 5)) {
+		gaes_rs_reset_stats();
+		return count;
+	}
+	if (!strncmp(cmd, "selftest", 8)) {
+		int ret = gaes_selftest_copies();
+
+		return ret ? ret : count;
+	}
+	return -EINVAL;
 }
 
 static const struct file_operations gaes_stats_fops = {
@@ -472,16 +547,7 @@ int gaes_shim_register(void)
 	 * The self-tests run asynchronously (and hold module references): wait
 	 * for them, so the module is usable and unloadable once loaded.
 	 */
-	for (i = 0; i < ARRAY_SIZE(gaes_algs); i++) {
-		struct crypto_skcipher *tfm =
-			crypto_alloc_skcipher(gaes_algs[i].base.cra_driver_name, 0, 0);
-
-		if (IS_ERR(tfm))
-			pr_warn("kgpu: %s unusable after its self-test (%ld)\n",
-				gaes_algs[i].base.cra_driver_name, PTR_ERR(tfm));
-		else
-			crypto_free_skcipher(tfm);
-	}
+	gaes_wait_tests(gaes_algs, ARRAY_SIZE(gaes_algs));
 	dir = debugfs_lookup("kgpu", NULL);
 	if (dir) {
 		gaes_debugfs = debugfs_create_file("gaes", 0600, dir, NULL, &gaes_stats_fops);
@@ -501,6 +567,9 @@ void gaes_shim_unregister(void)
 	debugfs_remove(gaes_debugfs);
 	gaes_debugfs = NULL;
 	crypto_unregister_skciphers(gaes_algs, ARRAY_SIZE(gaes_algs));
+	if (gaes_test_registered)
+		crypto_unregister_skciphers(gaes_test_algs, ARRAY_SIZE(gaes_test_algs));
+	gaes_test_registered = false;
 	for (i = 0; i < GAES_SLOTS; i++)
 		hrtimer_cancel(&gaes_timers[i]);
 	flush_workqueue(gaes_wq);
