@@ -72,8 +72,13 @@ extern "C" {
         len: c_uint,
     ) -> c_int;
     fn gaes_shim_sg_mark_end(tbl: *mut c_void, idx: c_uint);
-    fn gaes_shim_sg_copy(sg: *mut c_void, skip: usize, buf: *mut u8, len: usize, to_buf: bool)
-        -> usize;
+    fn gaes_shim_sg_copy(
+        sg: *mut c_void,
+        skip: usize,
+        buf: *mut u8,
+        len: usize,
+        to_buf: bool,
+    ) -> usize;
     fn gaes_shim_zalloc(size: usize) -> *mut c_void;
     fn gaes_shim_free(p: *mut c_void);
     fn gaes_shim_lock() -> c_ulong;
@@ -353,9 +358,7 @@ pub(crate) fn init() -> Result {
         free_pool(p);
         return Err(Error::from_errno(ret));
     }
-    pr_info!(
-        "gaes: gaes_ecb, gaes_cbc, gaes_ctr, gaes_xts registered\n"
-    );
+    pr_info!("gaes: gaes_ecb, gaes_cbc, gaes_ctr, gaes_xts registered\n");
     Ok(())
 }
 
@@ -689,7 +692,10 @@ fn submit_batch(i: usize) {
         params: params.to_bytes(),
     };
     b.submitted_ns = now_ns();
-    inc(&STATS.wait_sum_ns, b.submitted_ns.saturating_sub(b.opened_ns));
+    inc(
+        &STATS.wait_sum_ns,
+        b.submitted_ns.saturating_sub(b.opened_ns),
+    );
     match api::submit(&job, batch_done, i) {
         Ok(_) => {}
         Err(_) => {
@@ -865,14 +871,22 @@ extern "C" fn gaes_rs_stats(buf: *mut c_char, len: usize) -> usize {
     let _ = writeln!(
         w,
         "avg_batch_latency_ns: {}",
-        if batches > 0 { g(&STATS.lat_sum_ns) / batches } else { 0 }
+        if batches > 0 {
+            g(&STATS.lat_sum_ns) / batches
+        } else {
+            0
+        }
     );
     let _ = writeln!(w, "max_batch_latency_ns: {}", g(&STATS.lat_max_ns));
     let sent = g(&STATS.flush_full) + g(&STATS.flush_timer) + g(&STATS.flush_switch);
     let _ = writeln!(
         w,
         "avg_batch_open_ns: {}",
-        if sent > 0 { g(&STATS.wait_sum_ns) / sent } else { 0 }
+        if sent > 0 {
+            g(&STATS.wait_sum_ns) / sent
+        } else {
+            0
+        }
     );
     let _ = writeln!(w, "flush_full: {}", g(&STATS.flush_full));
     let _ = writeln!(w, "flush_timer: {}", g(&STATS.flush_timer));
@@ -885,7 +899,9 @@ extern "C" fn gaes_rs_stats(buf: *mut c_char, len: usize) -> usize {
     let _ = writeln!(w, "cpu_other: {}", g(&STATS.cpu_other));
     let _ = writeln!(w, "cpu_redo: {}", g(&STATS.cpu_redo));
     let _ = write!(w, "batch_hist:");
-    let labels = ["1", "2-3", "4-7", "8-15", "16-31", "32-63", "64-127", "128-255", "256"];
+    let labels = [
+        "1", "2-3", "4-7", "8-15", "16-31", "32-63", "64-127", "128-255", "256",
+    ];
     for (l, c) in labels.iter().zip(STATS.hist.iter()) {
         let _ = write!(w, " {}={}", l, g(c));
     }
