@@ -90,6 +90,7 @@ pub(crate) mod shim {
         pub(crate) fn kgpu_shim_max_region_mb() -> c_uint;
         pub(crate) fn kgpu_shim_max_request_kb() -> c_uint;
         pub(crate) fn kgpu_shim_spin_timeout_us() -> c_uint;
+        pub(crate) fn kgpu_shim_heartbeat_timeout_ms() -> c_uint;
         pub(crate) fn kgpu_shim_cpu_relax();
         pub(crate) fn kgpu_shim_preempt_disable();
         pub(crate) fn kgpu_shim_preempt_enable();
@@ -155,6 +156,12 @@ pub(crate) mod shim {
     pub(crate) fn max_region_bytes() -> u64 {
         // SAFETY: reads an integer parameter.
         u64::from(unsafe { kgpu_shim_max_region_mb() }) << 20
+    }
+
+    /// See `heartbeat_timeout_ms` in shim.c.
+    pub(crate) fn heartbeat_timeout_ms() -> u32 {
+        // SAFETY: reads an integer parameter.
+        unsafe { kgpu_shim_heartbeat_timeout_ms() }
     }
 
     /// See `spin_timeout_us` in shim.c.

@@ -200,8 +200,10 @@ fn make_backend(
         match CudaBackend::new(region.data(), opts) {
             Ok(mut b) => {
                 if opts.gpu_min_bytes.is_none() {
-                    let x = b.calibrate();
-                    log::info!("requests of {x} bytes and more go to the GPU; smaller ones stay on the CPU");
+                    let [aes, raid6] = b.calibrate();
+                    log::info!(
+                        "to the GPU: AES requests of {aes} bytes and more, RAID6 of {raid6} and more (measured); smaller ones run on the CPU"
+                    );
                 }
                 log::info!("CUDA backend on {}", b.gpu_names().join(", "));
                 Ok(Box::new(b))
@@ -223,6 +225,7 @@ fn make_backend(
     }
 }
 
+#[cfg(feature = "cuda")]
 fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -599,7 +602,11 @@ fn print_stats(helper_file: &std::path::Path) {
 
 /// The plan once per GPU count, 1..=N, with the ratio to one GPU.
 #[cfg(feature = "cuda")]
-fn scaling(cpu_workers: usize, data_mib: u64, plan: &Plan) -> Result<(), Box<dyn std::error::Error>> {
+fn scaling(
+    cpu_workers: usize,
+    data_mib: u64,
+    plan: &Plan,
+) -> Result<(), Box<dyn std::error::Error>> {
     let n = kgpu_helper::cuda::device_count()?;
     let mut all: Vec<(usize, Vec<kgpu_helper::bench::Row>)> = Vec::new();
     for gpus in 1..=n {
@@ -609,13 +616,19 @@ fn scaling(cpu_workers: usize, data_mib: u64, plan: &Plan) -> Result<(), Box<dyn
             ..RegionSpec::default()
         };
         let sub = Submitter::create(Some(&path), spec)?;
-        let helper = ChildHelper::start_with(&sub, path, BackendKind::Cuda, cpu_workers, Some(gpus))?;
-        let rows = kgpu_helper::bench::run(&sub, plan, &|| helper.cpu_time(), &mut |l| eprintln!("{gpus} GPU(s): {l}"));
+        let helper =
+            ChildHelper::start_with(&sub, path, BackendKind::Cuda, cpu_workers, Some(gpus))?;
+        let rows = kgpu_helper::bench::run(&sub, plan, &|| helper.cpu_time(), &mut |l| {
+            eprintln!("{gpus} GPU(s): {l}")
+        });
         helper.stop()?;
         all.push((gpus, rows?));
     }
     println!("kgpu-helper bench --gpu-scaling: {n} GPU(s) present");
-    println!("{:<15} {:>9} {:>5} {:>5} {:>10} {:>8} {:>7}", "mode", "size", "depth", "gpus", "ring GB/s", "x 1 GPU", "helper");
+    println!(
+        "{:<15} {:>9} {:>5} {:>5} {:>10} {:>8} {:>7}",
+        "mode", "size", "depth", "gpus", "ring GB/s", "x 1 GPU", "helper"
+    );
     let base = &all[0].1;
     for (i, b) in base.iter().enumerate() {
         for (gpus, rows) in &all {

@@ -23,90 +23,21 @@ fn small_spec() -> RegionSpec {
     }
 }
 
-/// Runs a helper serve loop on a thread of this process.
-struct InProcessHelper {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+mod common;
+use common::{run_and_check, InProcessHelper};
 
-impl InProcessHelper {
-    fn start(sub: &Submitter, workers: usize) -> Self {
-        let region = Arc::clone(sub.region());
-        let stop = Arc::new(AtomicBool::new(false));
-        let s2 = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut be = CpuBackend::new(region.data(), workers);
-            let stats = Stats::default();
-            serve(
-                &region,
-                &RegionTransport,
-                &mut be,
-                &s2,
-                ServeOptions::default(),
-                &stats,
-            )
-            .unwrap();
-        });
-        let t0 = Instant::now();
-        while !sub.helper_attached() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(5),
-                "helper never attached"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        InProcessHelper {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for InProcessHelper {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-/// Stages, submits (retrying while busy), waits, checks against the direct run.
-fn run_and_check(sub: &Submitter, job: &Job, services: &CpuServices) {
-    let want = job.direct(services);
-    let staged = loop {
-        if let Some(s) = job.stage(sub) {
-            break s;
-        }
-        std::thread::yield_now();
-    };
-    let t = loop {
-        match sub.submit(&staged.request) {
-            Ok(t) => break t,
-            Err(SubmitError::Busy) => std::thread::yield_now(),
-            Err(e) => panic!("submit: {e}"),
-        }
-    };
-    let c = sub.wait(t, Duration::from_secs(30)).expect("completion");
-    match want {
-        Ok(bytes) => {
-            assert_eq!(c.status, Status::Ok, "{}", job.name());
-            assert_eq!(
-                staged.output(sub, c.bytes),
-                bytes,
-                "{} output differs",
-                job.name()
-            );
-        }
-        Err(s) => assert_eq!(c.status, s, "{}", job.name()),
-    }
-    staged.free(sub);
+fn cpu_helper(sub: &Submitter, workers: usize) -> InProcessHelper {
+    InProcessHelper::start(
+        sub,
+        move |area| CpuBackend::new(area, workers),
+        Duration::from_secs(5),
+    )
 }
 
 #[test]
 fn many_submitters_one_helper_every_result_checked() {
     let sub = Arc::new(Submitter::create(None, small_spec()).unwrap());
-    let _helper = InProcessHelper::start(&sub, 2);
+    let _helper = cpu_helper(&sub, 2);
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
             let sub = Arc::clone(&sub);
@@ -148,7 +79,7 @@ fn many_submitters_one_helper_every_result_checked() {
 #[test]
 fn bad_requests_get_errors_and_the_helper_keeps_serving() {
     let sub = Submitter::create(None, small_spec()).unwrap();
-    let _helper = InProcessHelper::start(&sub, 0);
+    let _helper = cpu_helper(&sub, 0);
     let size = sub.region().geometry().data_size;
     let buf = sub.alloc(4096).unwrap();
     let key = sub.alloc(32).unwrap();
