@@ -11,7 +11,9 @@
 CARGO ?= cargo
 HELPER := target/release/kgpu-helper
 
-.PHONY: all helper run bench test test-rust fmt-check clippy cargo-test loom clean install
+.PHONY: all helper run bench test test-rust fmt-check clippy cargo-test loom clean install fuzz-smoke
+
+SHELL := /bin/bash
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -45,9 +47,21 @@ cargo-test:
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test -p kgpu-common --test loom --release
 
+# Coverage-guided fuzzing of everything that parses what the other side
+# wrote (completions, region header, rings, the helper's requests), FUZZ_SECONDS
+# per target, from the corpus in fuzz/corpus. Needs cargo-fuzz; libFuzzer's
+# flags are unstable, hence RUSTC_BOOTSTRAP on the stable toolchain.
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := completions header ring requests
+fuzz-smoke:
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 \
+			| grep -E '^(Done|stat::number_of_executed_units|==[0-9]+==|.*panicked)' ; \
+		test $${PIPESTATUS[0]} -eq 0 || exit 1; done
+
 test-rust: fmt-check clippy helper cargo-test loom
 
-test: test-rust test-kernel
+test: test-rust fuzz-smoke test-kernel
 
 # Installs the helper, runkgpu/stopkgpu, the systemd unit and the docs; the
 # module itself installs with dkms (`dkms install .`) or `make kmod` +
