@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 #
 #   make run          build, self-test and a short benchmark through the userspace stand-in
-#   make test         every test: format, lints, workspace tests, loom model, then the kernel in qemu
+#   make test-deps    what the tests need: kernel-test packages (root), bindgen, cargo-fuzz
+#   make test         every test: format, lints, workspace tests, loom model, fuzzing, then the kernel in qemu
 #   make test-rust    the userspace part of `make test` only
 #   make bench        the full benchmark table (CPU vs the helper's backend, side by side)
 #   make helper       build target/release/kgpu-helper
@@ -11,7 +12,7 @@
 CARGO ?= cargo
 HELPER := target/release/kgpu-helper
 
-.PHONY: all helper run bench test test-rust fmt-check clippy cargo-test loom clean install fuzz-smoke
+.PHONY: all helper run bench test test-rust fmt-check clippy cargo-test loom clean install fuzz-smoke test-deps
 
 SHELL := /bin/bash
 
@@ -58,6 +59,11 @@ fuzz-smoke:
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 \
 			| grep -E '^(Done|stat::number_of_executed_units|==[0-9]+==|.*panicked)' ; \
 		test $${PIPESTATUS[0]} -eq 0 || exit 1; done
+
+# Everything `make test` needs beyond the Rust toolchain: the kernel-test
+# packages and bindgen (kernel-toolchain, root for apt) and cargo-fuzz.
+test-deps: kernel-toolchain
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 
 test-rust: fmt-check clippy helper cargo-test loom
 
