@@ -27,6 +27,7 @@ use kernel::prelude::*;
 
 pub mod api;
 mod core_state;
+mod gpq;
 pub mod kcommon;
 pub mod kservices;
 mod selftest;
@@ -215,6 +216,11 @@ impl kernel::Module for Kgpu {
         if ret != 0 {
             return Err(Error::from_errno(ret));
         }
+        if let Err(e) = gpq::init() {
+            // SAFETY: undoes the successful `kgpu_shim_init` above.
+            unsafe { shim::kgpu_shim_exit() };
+            return Err(e);
+        }
         pr_info!(
             "/dev/kgpu ready (ABI {}, sqe {} B, cqe {} B)\n",
             kcommon::abi::ABI_VERSION,
@@ -230,6 +236,7 @@ impl Drop for Kgpu {
         // The device cannot be open here (its file operations hold a module
         // reference), so no region is attached; the shim removes the device,
         // the debugfs files and the poll work.
+        gpq::exit();
         // SAFETY: called once at unload, after `init` succeeded.
         unsafe { shim::kgpu_shim_exit() };
         core_state::assert_detached();
