@@ -4,9 +4,13 @@
 //!
 //! [`submit`] is asynchronous: it copies the request's parts into the data
 //! area, puts a record on the submission ring and returns; the callback runs
-//! later (from the helper's doorbell, the completion poll, a timeout or the
-//! helper's detach), exactly once, never under a lock. It may be called from
+//! later (from the helper's doorbell, the completion poll, a timeout, the
+//! helper's detach or a spinning caller), exactly once, never under a lock but
+//! with preemption disabled: callbacks must not sleep. It may be called from
 //! any context: it neither sleeps nor allocates.
+//!
+//! [`call_nosleep`] is for callers that cannot sleep: it spins, reaping
+//! completions itself, for a bounded time.
 //!
 //! [`call`] is synchronous: it sleeps (uninterruptibly, bounded by a timeout)
 //! until the answer is copied into the caller's buffer. On timeout the request
@@ -320,6 +324,16 @@ struct SyncWait {
 }
 
 fn sync_done(ctx: usize, o: &Outcome<'_>) {
+    sync_store(ctx, o);
+    shim::wake_waiters();
+}
+
+/// The spinning caller's callback: no wake-up (nobody sleeps).
+fn spin_done(ctx: usize, o: &Outcome<'_>) {
+    sync_store(ctx, o);
+}
+
+fn sync_store(ctx: usize, o: &Outcome<'_>) {
     // SAFETY: `ctx` is the address of the `SyncWait` on the stack of `call`,
     // which does not return before `done` is set unless `cancel` succeeded,
     // in which case this callback never runs.
@@ -342,7 +356,19 @@ fn sync_done(ctx: usize, o: &Outcome<'_>) {
         *w.bytes.get() = bytes;
     }
     w.done.store(1, Ordering::Release);
-    shim::wake_waiters();
+}
+
+fn sync_result(w: &SyncWait) -> Result<usize, CallError> {
+    // SAFETY: `done` was set with release ordering after these were written
+    // (the caller observed it with an acquire load), and nothing writes them
+    // again.
+    let (status, bytes) = unsafe { (*w.status.get(), *w.bytes.get()) };
+    match status {
+        Status::Ok if bytes == usize::MAX => Err(CallError::Overflow),
+        Status::Ok => Ok(bytes),
+        Status::TimedOut => Err(CallError::TimedOut),
+        s => Err(CallError::Failed(s)),
+    }
 }
 
 /// Runs `job` and waits for its output, copied into `out`; returns the output
@@ -372,13 +398,56 @@ pub fn call(job: &Job<'_>, out: &mut [u8], timeout_ms: u32) -> Result<usize, Cal
         // Completing right now: the callback is about to set the flag.
         shim::wait_word(&w.done, 0);
     }
-    // SAFETY: `done` was set with release ordering after these were written
-    // (the acquire load is inside the wait), and nothing writes them again.
-    let (status, bytes) = unsafe { (*w.status.get(), *w.bytes.get()) };
-    match status {
-        Status::Ok if bytes == usize::MAX => Err(CallError::Overflow),
-        Status::Ok => Ok(bytes),
-        Status::TimedOut => Err(CallError::TimedOut),
-        s => Err(CallError::Failed(s)),
+    sync_result(&w)
+}
+
+/// Runs `job` without ever sleeping: submits, then reaps completions itself
+/// (running any request's callback in this context) until its own answer is
+/// in `out`, for at most `spin_us` microseconds (0: the `spin_timeout_us`
+/// parameter). On timeout the request is cancelled and `TimedOut` returned,
+/// so the caller computes the answer itself. For callers that must not sleep
+/// (md's `gen_syndrome` runs with preemption disabled).
+///
+/// A helper that sleeps is woken but not waited for: the scheduler may well
+/// put it on this CPU, which does not give way while spinning. The call then
+/// returns `Submit(Busy)` at once, and the next call finds the helper awake.
+pub fn call_nosleep(job: &Job<'_>, out: &mut [u8], spin_us: u32) -> Result<usize, CallError> {
+    if !core_state::helper_awake() {
+        if !attached() {
+            return Err(CallError::Submit(SubmitError::NoHelper));
+        }
+        shim::wake_helper();
+        return Err(CallError::Submit(SubmitError::Busy));
     }
+    let spin_ns = i64::from(if spin_us == 0 {
+        shim::spin_timeout_us()
+    } else {
+        spin_us
+    }) * 1000;
+    let w = SyncWait {
+        done: AtomicU32::new(0),
+        status: UnsafeCell::new(Status::TimedOut),
+        bytes: UnsafeCell::new(0),
+        out: out.as_mut_ptr(),
+        cap: out.len(),
+    };
+    let h = submit(job, spin_done, &w as *const SyncWait as usize)?;
+    let start = kernel::time::Ktime::ktime_get().to_ns();
+    let mut gave_up = false;
+    while w.done.load(Ordering::Acquire) == 0 {
+        core_state::reap();
+        if w.done.load(Ordering::Acquire) != 0 {
+            break;
+        }
+        if !gave_up && kernel::time::Ktime::ktime_get().to_ns() - start > spin_ns {
+            if cancel(&h) {
+                return Err(CallError::TimedOut);
+            }
+            // Completing in another context right now: its callback is
+            // about to set the flag.
+            gave_up = true;
+        }
+        shim::cpu_relax();
+    }
+    sync_result(&w)
 }

@@ -296,6 +296,16 @@ pub(crate) fn assert_detached() {
     }
 }
 
+/// True when a helper takes requests and is awake (it has not announced,
+/// through `sq_flags.NEED_WAKEUP`, that it sleeps until woken).
+pub(crate) fn helper_awake() -> bool {
+    STATE.with(|s| {
+        matches!(s.att.as_ref(), Some(a) if !a.draining
+            && a.helper_state() != helper_state::DRAINING
+            && a.sq_flags().load(Ordering::Acquire) & sq_flag::NEED_WAKEUP == 0)
+    })
+}
+
 /// True when a helper is attached and takes requests.
 pub(crate) fn attached() -> bool {
     STATE.with(|s| matches!(s.att.as_ref(), Some(a) if !a.draining && a.helper_state() != helper_state::DRAINING))
@@ -554,6 +564,7 @@ fn detach() {
     };
 
     let mut failed = 0u64;
+    let np = shim::NoPreempt::new();
     for i in 0..a.ctx.len() {
         let c = a.ctx[i];
         if c.state == SlotState::Pending {
@@ -570,6 +581,7 @@ fn detach() {
         }
         a.ctx[i] = SlotCtx::FREE;
     }
+    drop(np);
     let hdr = a.header();
     // SAFETY: atomic fields of the still-mapped header.
     unsafe {
@@ -953,6 +965,9 @@ pub(crate) fn reap() {
             Some(a.epoch)
         });
         let Some(epoch) = epoch else { return };
+        // Callbacks run with preemption off (see `shim::NoPreempt`), up to
+        // the release of their slots.
+        let _np = shim::NoPreempt::new();
 
         for d in dead.iter().take(ndead).flatten() {
             svc(d.2).errors.add(1);
@@ -1043,6 +1058,7 @@ fn expire() {
                 a.last_scan_ns = now;
             }
         });
+        let _np = shim::NoPreempt::new();
         for d in dead.iter().take(ndead).flatten() {
             svc(d.2).timeouts.add(1);
             let o = Outcome {

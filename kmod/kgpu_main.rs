@@ -89,6 +89,10 @@ pub(crate) mod shim {
         pub(crate) fn kgpu_shim_request_timeout_ms() -> c_uint;
         pub(crate) fn kgpu_shim_max_region_mb() -> c_uint;
         pub(crate) fn kgpu_shim_max_request_kb() -> c_uint;
+        pub(crate) fn kgpu_shim_spin_timeout_us() -> c_uint;
+        pub(crate) fn kgpu_shim_cpu_relax();
+        pub(crate) fn kgpu_shim_preempt_disable();
+        pub(crate) fn kgpu_shim_preempt_enable();
     }
 
     /// Wakes the helper if it sleeps in `poll()`.
@@ -151,6 +155,38 @@ pub(crate) mod shim {
     pub(crate) fn max_region_bytes() -> u64 {
         // SAFETY: reads an integer parameter.
         u64::from(unsafe { kgpu_shim_max_region_mb() }) << 20
+    }
+
+    /// See `spin_timeout_us` in shim.c.
+    pub(crate) fn spin_timeout_us() -> u32 {
+        // SAFETY: reads an integer parameter.
+        unsafe { kgpu_shim_spin_timeout_us() }
+    }
+
+    /// A pause inside a spin loop.
+    pub(crate) fn cpu_relax() {
+        // SAFETY: no preconditions.
+        unsafe { kgpu_shim_cpu_relax() }
+    }
+
+    /// Preemption off for its lifetime. Callbacks run under one, so a caller
+    /// spinning for a request that another context is completing cannot have
+    /// preempted that context on its own CPU.
+    pub(crate) struct NoPreempt(());
+
+    impl NoPreempt {
+        pub(crate) fn new() -> Self {
+            // SAFETY: balanced by the `Drop` below.
+            unsafe { kgpu_shim_preempt_disable() };
+            NoPreempt(())
+        }
+    }
+
+    impl Drop for NoPreempt {
+        fn drop(&mut self) {
+            // SAFETY: pairs with the disable in `new`.
+            unsafe { kgpu_shim_preempt_enable() };
+        }
     }
 
     /// See `max_request_kb` in shim.c.

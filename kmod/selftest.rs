@@ -14,7 +14,9 @@
 //! implementation (`crypto_alloc_sync_skcipher("ecb(aes)")` and friends, the
 //! selected `raid6_call`) before submission, and every answer is compared
 //! byte for byte. At most WINDOW requests (≤ 64) are in flight; one in eight
-//! goes through the synchronous API.
+//! goes through the synchronous API (with `nosleep`: through
+//! `api::call_nosleep`, with preemption disabled), and one in four of the
+//! others takes its input from a scatterlist and scatters its output back.
 //!
 //! Requests refused because no helper is attached are counted, not retried,
 //! so the test also terminates when the helper dies mid-run. The report says
@@ -217,7 +219,7 @@ enum Kind {
     Raid6,
 }
 
-fn parse(cmd: &[u8]) -> Option<(Kind, u32, u32, u32)> {
+fn parse(cmd: &[u8]) -> Option<(Kind, u32, u32, u32, bool)> {
     let s = core::str::from_utf8(cmd).ok()?;
     let mut it = s.split_ascii_whitespace();
     let kind = match it.next()? {
@@ -235,6 +237,11 @@ fn parse(cmd: &[u8]) -> Option<(Kind, u32, u32, u32)> {
         .next()
         .map(|w| w.parse::<u32>().ok())
         .unwrap_or(Some(8192))?;
+    let nosleep = match it.next() {
+        None => false,
+        Some("nosleep") => true,
+        Some(_) => return None,
+    };
     if it.next().is_some()
         || count == 0
         || window == 0
@@ -244,7 +251,7 @@ fn parse(cmd: &[u8]) -> Option<(Kind, u32, u32, u32)> {
     {
         return None;
     }
-    Some((kind, count, window, max_len))
+    Some((kind, count, window, max_len, nosleep))
 }
 
 /// The kernel's skciphers for the AES requests.
@@ -502,8 +509,8 @@ fn take_slot(window: u32, stall_ms: u32) -> Option<usize> {
 
 /// Runs the self-test described by `cmd`; writes the report into `out`.
 pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
-    let Some((kind, count, window, max_len)) = parse(cmd) else {
-        pr_warn!("selftest: usage: echo|aes|raid6 COUNT [WINDOW<=64] [MAX_LEN>=16]\n");
+    let Some((kind, count, window, max_len, nosleep)) = parse(cmd) else {
+        pr_warn!("selftest: usage: echo|aes|raid6 COUNT [WINDOW<=64] [MAX_LEN>=16] [nosleep]\n");
         return Err(EINVAL);
     };
     let max_len = max_len as usize;
@@ -550,6 +557,10 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     let stall_ms = shim::request_timeout_ms().max(shim::sync_timeout_ms()) + 2000;
     let mut rng = Rng::new(u64::from(run) ^ (start.to_ns() as u64));
     let (mut nohelper, mut busy_waits, mut refused) = (0u64, 0u64, 0u64);
+    // Spinning calls: answered, refused because the helper slept, given up
+    // after spin_timeout_us. The last two are what md would compute on the
+    // CPU; the expected answer being the kernel's own, they count as done.
+    let (mut nosleep_ok, mut nosleep_asleep, mut nosleep_timeout) = (0u64, 0u64, 0u64);
     let mut stalled = false;
     let mut gen_error: Option<Error> = None;
 
@@ -628,13 +639,22 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
         };
 
         if k % 8 == 7 && !via_sg {
-            let r = api::call(&job, &mut sync_out[..], 0);
+            let r = if nosleep {
+                // As md calls gen_syndrome: with preemption disabled.
+                let _np = shim::NoPreempt::new();
+                api::call_nosleep(&job, &mut sync_out[..], 0)
+            } else {
+                api::call(&job, &mut sync_out[..], 0)
+            };
             match r {
-                Ok(n) => record(
-                    Some(n == g.out_len && sync_out[..n] == exps[w][..n]),
-                    Status::Ok,
-                ),
+                Ok(n) => {
+                    let good = n == g.out_len && sync_out[..n] == exps[w][..n];
+                    nosleep_ok += u64::from(nosleep && good);
+                    record(Some(good), Status::Ok)
+                }
                 Err(CallError::Submit(SubmitError::NoHelper)) => nohelper += 1,
+                Err(CallError::Submit(SubmitError::Busy)) if nosleep => nosleep_asleep += 1,
+                Err(CallError::TimedOut) if nosleep => nosleep_timeout += 1,
                 Err(CallError::Submit(_)) => refused += 1,
                 Err(CallError::TimedOut) => record(None, Status::TimedOut),
                 Err(CallError::Failed(s)) => record(None, s),
@@ -689,8 +709,11 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     let failed = T.failed.load(Ordering::Relaxed);
     let timeouts = T.timeouts.load(Ordering::Relaxed);
     let mismatches = T.mismatches.load(Ordering::Relaxed);
-    let pass =
-        ok == u64::from(count) && mismatches == 0 && drained && !stalled && gen_error.is_none();
+    let pass = ok + nosleep_asleep + nosleep_timeout == u64::from(count)
+        && mismatches == 0
+        && drained
+        && !stalled
+        && gen_error.is_none();
     let name = match kind {
         Kind::Echo => "echo",
         Kind::Aes => "aes",
@@ -713,6 +736,13 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
         busy_waits,
         elapsed_ms
     );
+    if nosleep {
+        let _ = writeln!(
+            w,
+            "nosleep: answered={} helper_asleep={} spin_timeouts={}",
+            nosleep_ok, nosleep_asleep, nosleep_timeout
+        );
+    }
     if kind == Kind::Raid6 {
         // SAFETY: raid6_call.name is a static string of the raid6 library.
         let name = unsafe { CStr::from_ptr(kgpu_shim_raid6_name()) };

@@ -44,6 +44,10 @@ unsigned int kgpu_shim_sync_timeout_ms(void);
 unsigned int kgpu_shim_request_timeout_ms(void);
 unsigned int kgpu_shim_max_region_mb(void);
 unsigned int kgpu_shim_max_request_kb(void);
+unsigned int kgpu_shim_spin_timeout_us(void);
+void kgpu_shim_cpu_relax(void);
+void kgpu_shim_preempt_disable(void);
+void kgpu_shim_preempt_enable(void);
 unsigned long kgpu_shim_lock(void);
 void kgpu_shim_unlock(unsigned long flags);
 void kgpu_shim_wake_helper(void);
@@ -92,6 +96,11 @@ module_param(cq_poll_ms, uint, 0644);
 MODULE_PARM_DESC(cq_poll_ms,
 		 "Period of the kernel-side completion poll while requests are in flight (ms, default 2, at least one jiffy)");
 
+static unsigned int spin_timeout_us = 2000;
+module_param(spin_timeout_us, uint, 0644);
+MODULE_PARM_DESC(spin_timeout_us,
+		 "How long a caller that cannot sleep spins for its answer before failing with a timeout (us, default 2000)");
+
 static unsigned int max_region_mb = 4096;
 module_param(max_region_mb, uint, 0444);
 MODULE_PARM_DESC(max_region_mb, "Largest region a helper may attach (MiB, default 4096)");
@@ -104,6 +113,7 @@ MODULE_PARM_DESC(max_request_kb,
 unsigned int kgpu_shim_sync_timeout_ms(void) { return READ_ONCE(sync_timeout_ms); }
 unsigned int kgpu_shim_request_timeout_ms(void) { return READ_ONCE(request_timeout_ms); }
 unsigned int kgpu_shim_max_region_mb(void) { return READ_ONCE(max_region_mb); }
+unsigned int kgpu_shim_spin_timeout_us(void) { return READ_ONCE(spin_timeout_us); }
 unsigned int kgpu_shim_max_request_kb(void) { return READ_ONCE(max_request_kb); }
 
 /* ---- the state lock ----------------------------------------------------- */
@@ -169,6 +179,21 @@ int kgpu_shim_wait_zero(const u32 *counter, unsigned int timeout_ms)
 	}
 	return wait_event_timeout(waiter_wq, smp_load_acquire(counter) == 0,
 				  msecs_to_jiffies(timeout_ms)) ? 1 : 0;
+}
+
+void kgpu_shim_cpu_relax(void)
+{
+	cpu_relax();
+}
+
+void kgpu_shim_preempt_disable(void)
+{
+	preempt_disable();
+}
+
+void kgpu_shim_preempt_enable(void)
+{
+	preempt_enable();
 }
 
 void kgpu_shim_msleep(unsigned int ms)

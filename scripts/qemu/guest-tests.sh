@@ -168,6 +168,23 @@ test_timeouts() {
     stop_server && expect_eq in_flight "$(stat_of in_flight)" 0
 }
 
+test_nosleep_timeouts() {
+    # A helper that never answers: spinning callers give up after
+    # spin_timeout_us, and nothing hangs.
+    echo 300 > $P/request_timeout_ms
+    start_server $KTEST serve silent || return 1
+    echo 20000 > $P/spin_timeout_us
+    selftest echo 80 8 512 nosleep
+    r=$?
+    echo 2000 > $P/spin_timeout_us
+    echo 10000 > $P/request_timeout_ms
+    [ $r = 0 ] || return 1
+    spins=$(sed -n 's/.* spin_timeouts=\([0-9]*\).*/\1/p' $D/selftest)
+    grep nosleep: $D/selftest >> /tmp/t.info
+    expect_eq "timeouts + spin timeouts" "$(( $(field timeouts) + spins ))" 80 \
+        && expect_eq spin_timeouts "$spins" 10 && expect_eq outstanding "$(field outstanding)" 0
+}
+
 test_corrupt_ring() {
     before=$(stat_of ring_corrupt)
     start_server $KTEST serve corrupt || return 1
@@ -181,6 +198,21 @@ test_corrupt_ring() {
     kill -0 "$SERVER_PID" 2>/dev/null && { echo "helper not told to hang up"; return 1; }
     wait "$SERVER_PID"
     SERVER_PID=
+    wait_state detached
+}
+
+test_drain() {
+    start_server $KTEST serve drain || return 1
+    selftest echo 3000 16 || return 1
+    expect_eq outstanding "$(field outstanding)" 0 && expect_eq mismatches "$(field mismatches)" 0 || return 1
+    [ "$(field ok)" -ge 200 ] && [ "$(field nohelper)" -gt 0 ] || { echo "drain did not stop submissions"; return 1; }
+    # Once nothing is in flight, poll() says POLLHUP and the stand-in leaves.
+    i=0
+    while kill -0 "$SERVER_PID" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    kill -0 "$SERVER_PID" 2>/dev/null && { echo "no POLLHUP after the drain"; return 1; }
+    wait "$SERVER_PID"
+    SERVER_PID=
+    grep -q 'drain requested (errno 0)' /tmp/server.log || { cat /tmp/server.log; return 1; }
     wait_state detached
 }
 
@@ -246,6 +278,21 @@ test_helper_raid6() {
     start_server $(helper_cmd) || return 1
     selftest raid6 1000 16 || return 1
     grep -q 'result: PASS' $D/selftest
+}
+
+test_helper_nosleep() {
+    # One request in eight spins with preemption off (as md's gen_syndrome
+    # runs). The test kernel's DEBUG_ATOMIC_SLEEP (see dmesg_clean) catches
+    # any sleep on that path; every request must be answered correctly or,
+    # for the spinning ones, be handed back for the CPU path.
+    start_server $(helper_cmd) || return 1
+    echo 100000 > $P/spin_timeout_us
+    selftest raid6 800 16 8192 nosleep
+    r=$?
+    echo 2000 > $P/spin_timeout_us
+    [ $r = 0 ] && grep -q 'result: PASS' $D/selftest || return 1
+    grep nosleep: $D/selftest >> /tmp/t.info
+    expect_eq async_ok "$(field ok)" "$(( 700 + $(sed -n 's/^nosleep: answered=\([0-9]*\).*/\1/p' $D/selftest) ))"
 }
 
 test_helper_second_refused() {
@@ -358,7 +405,9 @@ t error_status_propagates test_error_status_propagates
 t selftest_detects_wrong_data test_selftest_detects_wrong_data
 t hostile_completions_ignored test_hostile_completions
 t timeouts_complete_everything test_timeouts
+t nosleep_calls_time_out test_nosleep_timeouts
 t corrupt_ring_fails_safely test_corrupt_ring
+t drain_then_hangup test_drain
 t standin_killed_mid_run test_kill_standin
 t standin_reattach test_reattach_standin
 t rmmod_refused_while_attached test_rmmod_refused_while_attached
@@ -369,6 +418,7 @@ if [ -x $HELPER ] && $HELPER serve --help >/dev/null 2>&1; then
     t helper_echo_selftest test_helper_echo
     t helper_aes_matches_kernel test_helper_aes
     t helper_raid6_matches_kernel test_helper_raid6
+    t helper_nosleep_spinning_calls test_helper_nosleep
     t helper_second_refused test_helper_second_refused
     t helper_killed_mid_run test_helper_kill
     t helper_reattach test_helper_reattach

@@ -13,13 +13,15 @@
 //!     silent    take requests and never answer
 //!     corrupt   answer a few, then write an impossible completion-ring tail
 //!     wrongdata answer with one byte changed
+//!     drain     answer correctly, ask the kernel to drain after 200 requests,
+//!               exit when poll() reports POLLHUP
 //! ```
 //!
 //! It exercises the kernel's side of the protocol with a peer the tests
 //! control, including a hostile one; the real helper is tested separately.
 
 use kgpu_common::abi::{self, service, Cqe, RegionHeader, RingIndices, Sqe, Status};
-use kgpu_common::ioctl::{AttachArgs, KGPU_IOC_ATTACH, KGPU_IOC_DOORBELL};
+use kgpu_common::ioctl::{AttachArgs, KGPU_IOC_ATTACH, KGPU_IOC_DOORBELL, KGPU_IOC_DRAIN};
 use kgpu_common::region::{init_header, Geometry, KNOWN_FEATURES};
 use kgpu_common::request::check_sqe;
 use kgpu_common::ring::{Consumer, Producer};
@@ -341,6 +343,7 @@ enum Mode {
     Silent,
     Corrupt,
     WrongData,
+    Drain,
 }
 
 fn serve(mode: Mode) -> ! {
@@ -461,6 +464,10 @@ fn serve(mode: Mode) -> ! {
             if mode == Mode::Garbage {
                 push(&mut cq, &f, cqe);
             }
+            if mode == Mode::Drain && served == 200 {
+                let rc = do_ioctl(&f, KGPU_IOC_DRAIN, std::ptr::null());
+                println!("kgpu-ktest: drain requested (errno {rc})");
+            }
             posted = true;
         }
         if posted {
@@ -495,6 +502,7 @@ fn main() {
                 Some("silent") => Mode::Silent,
                 Some("corrupt") => Mode::Corrupt,
                 Some("wrongdata") => Mode::WrongData,
+                Some("drain") => Mode::Drain,
                 Some(m) => {
                     eprintln!("kgpu-ktest: unknown serve mode {m}");
                     exit(2)
@@ -503,7 +511,7 @@ fn main() {
             serve(mode)
         }
         _ => {
-            eprintln!("usage: kgpu-ktest open-twice|open-as-nobody|attach-errors|serve [echo|garbage|silent|corrupt|wrongdata]");
+            eprintln!("usage: kgpu-ktest open-twice|open-as-nobody|attach-errors|serve [echo|garbage|silent|corrupt|wrongdata|drain]");
             exit(2)
         }
     }
