@@ -33,8 +33,9 @@
 //! threshold is the smallest measured size from which the helper path is at
 //! least as fast at every larger measured size; none (CPU always) otherwise.
 
-use crate::api::{self, CallError, Job, SgList, Src, SubmitError};
+use crate::api::{self, CallError, Job, Outcome, SgList, Src, SubmitError};
 use crate::kcommon::abi::service;
+use crate::kcommon::abi::Status;
 use crate::kservices::raid6 as r6p;
 use crate::{BufWriter, Counter};
 use core::ffi::{c_char, c_int, c_long, c_uint, c_void, CStr};
@@ -56,13 +57,20 @@ extern "C" {
     fn kgpu_gpq_param_threshold() -> c_long;
     fn kgpu_gpq_param_spin_us() -> c_uint;
     fn kgpu_gpq_param_verify() -> bool;
+    fn kgpu_gpq_param_wake_us() -> c_uint;
     fn kgpu_gpq_install() -> c_int;
     fn kgpu_gpq_restore();
     fn kgpu_gpq_has_xor() -> bool;
     fn kgpu_gpq_saved_name() -> *const c_char;
     fn kgpu_gpq_current_name() -> *const c_char;
     fn kgpu_gpq_cpu_gen(disks: c_int, bytes: usize, ptrs: *mut *mut c_void);
-    fn kgpu_gpq_cpu_xor(disks: c_int, start: c_int, stop: c_int, bytes: usize, ptrs: *mut *mut c_void);
+    fn kgpu_gpq_cpu_xor(
+        disks: c_int,
+        start: c_int,
+        stop: c_int,
+        bytes: usize,
+        ptrs: *mut *mut c_void,
+    );
     fn kgpu_gpq_may_spin() -> bool;
     fn kgpu_gpq_pcpu_begin(sg: *mut *mut c_void, bounce: *mut *mut u8) -> bool;
     fn kgpu_gpq_pcpu_end();
@@ -100,6 +108,7 @@ struct Stats {
     cpu_nohelper: Counter,
     cpu_context: Counter,
     cpu_layout: Counter,
+    cpu_asleep: Counter,
     cpu_fallback: Counter,
     timeout: Counter,
     verify_mismatch: Counter,
@@ -115,6 +124,7 @@ static STATS: Stats = Stats {
     cpu_nohelper: Counter::new(),
     cpu_context: Counter::new(),
     cpu_layout: Counter::new(),
+    cpu_asleep: Counter::new(),
     cpu_fallback: Counter::new(),
     timeout: Counter::new(),
     verify_mismatch: Counter::new(),
@@ -204,12 +214,15 @@ impl Drop for PerCpu {
 }
 
 /// Why the helper path did not produce the answer.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Miss {
     /// The layout cannot go to the helper.
     Layout,
     /// No helper attached.
     NoHelper,
+    /// The helper sleeps (and waking it is not allowed: `gpq_wake_us` 0),
+    /// or it did not answer within the wake and spin bounds.
+    Asleep,
     /// No answer within the spin bound.
     Timeout,
     /// Any other error (busy, helper error, bad output length, re-entry).
@@ -229,7 +242,13 @@ enum Work {
 /// # Safety
 /// `ptrs` must be a `raid6_calls` pointer array: `disks` valid pointers to
 /// blocks of `bytes` bytes, P and Q writable and distinct from the others.
-unsafe fn helper_call(disks: usize, bytes: usize, ptrs: *mut *mut c_void, w: Work) -> Result<(), Miss> {
+unsafe fn helper_call(
+    disks: usize,
+    bytes: usize,
+    ptrs: *mut *mut c_void,
+    w: Work,
+    wake_ns: i64,
+) -> Result<(), Miss> {
     let ndata = disks - 2;
     // The data disks sent, zero blocks around the caller's.
     let (start, stop, sent) = match w {
@@ -240,6 +259,15 @@ unsafe fn helper_call(disks: usize, bytes: usize, ptrs: *mut *mut c_void, w: Wor
     let trail = sent - (stop + 1);
     if sent + 2 > r6p::MAX_DISKS as usize || lead + (stop - start + 1) + trail > MAX_SG {
         return Err(Miss::Layout);
+    }
+    let awake = crate::core_state::helper_awake();
+    if !awake {
+        if !api::attached() {
+            return Err(Miss::NoHelper);
+        }
+        if wake_ns <= 0 {
+            return Err(Miss::Asleep);
+        }
     }
     let pc = PerCpu::take().ok_or(Miss::Failed)?;
     // SAFETY: the scatterlist has MAX_SG entries (checked above) and is this
@@ -279,13 +307,17 @@ unsafe fn helper_call(disks: usize, bytes: usize, ptrs: *mut *mut c_void, w: Wor
     let out = unsafe { core::slice::from_raw_parts_mut(pc.bounce, 2 * bytes) };
     // SAFETY: reads an integer parameter.
     let spin = unsafe { kgpu_gpq_param_spin_us() }.max(1);
-    match api::call_nosleep(&job, out, spin) {
-        Ok(len) if len == 2 * bytes => {}
-        Ok(_) => return Err(Miss::Failed),
-        Err(CallError::TimedOut) => return Err(Miss::Timeout),
-        Err(CallError::Submit(SubmitError::NoHelper)) => return Err(Miss::NoHelper),
-        Err(CallError::Submit(SubmitError::TooLarge)) => return Err(Miss::Layout),
-        Err(_) => return Err(Miss::Failed),
+    if awake {
+        match api::call_nosleep(&job, out, spin) {
+            Ok(len) if len == 2 * bytes => {}
+            Ok(_) => return Err(Miss::Failed),
+            Err(CallError::TimedOut) => return Err(Miss::Timeout),
+            Err(CallError::Submit(SubmitError::NoHelper)) => return Err(Miss::NoHelper),
+            Err(CallError::Submit(SubmitError::TooLarge)) => return Err(Miss::Layout),
+            Err(_) => return Err(Miss::Failed),
+        }
+    } else {
+        waking_call(&job, out, wake_ns + i64::from(spin) * 1000)?;
     }
     // SAFETY: P and Q are the caller's writable blocks of `bytes` bytes
     // (contract), distinct from each other and from the bounce buffer.
@@ -332,6 +364,77 @@ unsafe fn helper_call(disks: usize, bytes: usize, ptrs: *mut *mut c_void, w: Wor
     Ok(())
 }
 
+/// Where a spinning submission waits for its answer.
+struct SpinWait {
+    /// 0 while waiting; then 1 (answer copied), 2 (timed out), 3 (failed).
+    state: AtomicU32,
+    out: *mut u8,
+    cap: usize,
+}
+
+fn spin_done(ctx: usize, o: &Outcome<'_>) {
+    // SAFETY: `ctx` is the address of the `SpinWait` of `waking_call`, which
+    // does not return before `state` is set unless `cancel` succeeded, in
+    // which case this callback never runs.
+    let w = unsafe { &*(ctx as *const SpinWait) };
+    let state = match o.status {
+        Status::Ok if o.out.len() == w.cap => {
+            // SAFETY: `out` is the caller's buffer of `cap` bytes, which only
+            // this callback writes while `waking_call` spins.
+            let dst = unsafe { core::slice::from_raw_parts_mut(w.out, w.cap) };
+            if o.out.copy_to(0, dst) == w.cap {
+                1
+            } else {
+                3
+            }
+        }
+        Status::TimedOut => 2,
+        _ => 3,
+    };
+    w.state.store(state, Ordering::Release);
+}
+
+/// For a helper that sleeps (it armed NEED_WAKEUP after being idle):
+/// `call_nosleep` refuses at once, and a wake-up without work does not get
+/// it out of `poll()`. The request itself wakes it: submit, then spin for
+/// the answer for at most `bound_ns`, reaping completions here. On timeout
+/// the request is cancelled. Never sleeps.
+fn waking_call(job: &Job<'_>, out: &mut [u8], bound_ns: i64) -> Result<(), Miss> {
+    let w = SpinWait {
+        state: AtomicU32::new(0),
+        out: out.as_mut_ptr(),
+        cap: out.len(),
+    };
+    let h = match api::submit(job, spin_done, &w as *const SpinWait as usize) {
+        Ok(h) => h,
+        Err(SubmitError::NoHelper) => return Err(Miss::NoHelper),
+        Err(SubmitError::TooLarge) => return Err(Miss::Layout),
+        Err(_) => return Err(Miss::Failed),
+    };
+    let start = now_ns();
+    let mut gave_up = false;
+    while w.state.load(Ordering::Acquire) == 0 {
+        crate::core_state::reap();
+        if w.state.load(Ordering::Acquire) != 0 {
+            break;
+        }
+        if !gave_up && now_ns() - start > bound_ns {
+            if api::cancel(&h) {
+                return Err(Miss::Asleep);
+            }
+            // Completing in another context right now: its callback is
+            // about to set the state.
+            gave_up = true;
+        }
+        crate::shim::cpu_relax();
+    }
+    match w.state.load(Ordering::Acquire) {
+        1 => Ok(()),
+        2 => Err(Miss::Timeout),
+        _ => Err(Miss::Failed),
+    }
+}
+
 /// `dst ^= src` over the common length (whole 8-byte words, then bytes).
 fn xor_into(dst: &mut [u8], src: &[u8]) {
     let n = dst.len().min(src.len());
@@ -342,7 +445,8 @@ fn xor_into(dst: &mut [u8], src: &[u8]) {
         // unaligned accesses are used, and the slices do not overlap (one is
         // borrowed mutably).
         unsafe {
-            let x = (d.add(8 * i) as *const u64).read_unaligned() ^ (s.add(8 * i) as *const u64).read_unaligned();
+            let x = (d.add(8 * i) as *const u64).read_unaligned()
+                ^ (s.add(8 * i) as *const u64).read_unaligned();
             (d.add(8 * i) as *mut u64).write_unaligned(x);
         }
     }
@@ -379,7 +483,10 @@ unsafe fn try_helper(disks: c_int, bytes: usize, ptrs: *mut *mut c_void, w: Work
         return false;
     }
     // SAFETY: forwarded contract.
-    match unsafe { helper_call(disks as usize, bytes, ptrs, w) } {
+    // SAFETY: reads an integer parameter.
+    let wake_ns = i64::from(unsafe { kgpu_gpq_param_wake_us() }) * 1000;
+    // SAFETY: forwarded contract.
+    match unsafe { helper_call(disks as usize, bytes, ptrs, w, wake_ns) } {
         Ok(()) => {
             STATS.gpu.add(1);
             if matches!(w, Work::Xor { .. }) {
@@ -402,6 +509,7 @@ unsafe fn try_helper(disks: c_int, bytes: usize, ptrs: *mut *mut c_void, w: Work
                     );
                 }
                 Miss::Timeout => STATS.timeout.add(1),
+                Miss::Asleep => STATS.cpu_asleep.add(1),
                 Miss::Failed => STATS.cpu_fallback.add(1),
             }
             false
@@ -428,7 +536,12 @@ fn look_for_helper() {
     }
     if api::attached()
         && MEASURE
-            .compare_exchange(MEASURE_NONE, MEASURE_QUEUED, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(
+                MEASURE_NONE,
+                MEASURE_QUEUED,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
             .is_ok()
     {
         // SAFETY: callable from any context.
@@ -451,7 +564,13 @@ extern "C" fn kgpu_gpq_rs_gen(disks: c_int, bytes: usize, ptrs: *mut *mut c_void
 }
 
 #[no_mangle]
-extern "C" fn kgpu_gpq_rs_xor(disks: c_int, start: c_int, stop: c_int, bytes: usize, ptrs: *mut *mut c_void) {
+extern "C" fn kgpu_gpq_rs_xor(
+    disks: c_int,
+    start: c_int,
+    stop: c_int,
+    bytes: usize,
+    ptrs: *mut *mut c_void,
+) {
     let _inside = Inside::enter();
     STATS.xor_calls.add(1);
     let range_ok = 0 <= start && start <= stop && stop < disks - 2;
@@ -543,9 +662,9 @@ fn bench_helper_call(b: &BenchBufs, disks: usize, bytes: usize) -> Result<(), Mi
     let mut tries = 0;
     loop {
         // SAFETY: the bench array: `disks` blocks of `bytes` bytes.
-        match unsafe { helper_call(disks, bytes, b.ptrs, Work::Gen) } {
-            Err(Miss::Failed) if tries < 50 => {
-                // Asleep (woken by the call) or busy: give it a moment.
+        match unsafe { helper_call(disks, bytes, b.ptrs, Work::Gen, 20_000_000) } {
+            Err(Miss::Failed | Miss::Asleep) if tries < 50 => {
+                // Busy, or slow to wake: give it a moment.
                 tries += 1;
                 crate::shim::msleep(1);
             }
@@ -566,11 +685,19 @@ fn measure_helper() -> bool {
             continue;
         };
         // Correctness first: the helper's P/Q against the CPU's.
-        let mut good = bench_helper_call(&b, disks, bu).is_ok();
+        let first = bench_helper_call(&b, disks, bu);
+        if let Err(m) = first {
+            pr_info!("gpq: helper   gen() {:?} ({}x{})\n", m, disks, bu);
+        }
+        let mut good = first.is_ok();
         if good {
             let mut pq = KVec::new();
-            if pq.extend_from_slice(b.block(disks - 2, bu), GFP_KERNEL).is_err()
-                || pq.extend_from_slice(b.block(disks - 1, bu), GFP_KERNEL).is_err()
+            if pq
+                .extend_from_slice(b.block(disks - 2, bu), GFP_KERNEL)
+                .is_err()
+                || pq
+                    .extend_from_slice(b.block(disks - 1, bu), GFP_KERNEL)
+                    .is_err()
             {
                 good = false;
             } else {
@@ -578,7 +705,11 @@ fn measure_helper() -> bool {
                 unsafe { kgpu_gpq_cpu_gen(disks as c_int, bu, b.ptrs) };
                 good = pq[..bu] == *b.block(disks - 2, bu) && pq[bu..] == *b.block(disks - 1, bu);
                 if !good {
-                    pr_warn!("gpq: the helper's P/Q differ from the CPU's ({}x{})\n", disks, bu);
+                    pr_warn!(
+                        "gpq: the helper's P/Q differ from the CPU's ({}x{})\n",
+                        disks,
+                        bu
+                    );
                 }
             }
         }
@@ -665,9 +796,18 @@ fn write_stats(w: &mut BufWriter<'_>) {
     let _ = writeln!(w, "raid6_call: {}", cur);
     let _ = writeln!(w, "cpu_algorithm: {}", name(unsafe_saved_name()));
     if t == u64::MAX {
-        let _ = writeln!(w, "threshold: none ({})", if forced { "forced" } else { "measured" });
+        let _ = writeln!(
+            w,
+            "threshold: none ({})",
+            if forced { "forced" } else { "measured" }
+        );
     } else {
-        let _ = writeln!(w, "threshold: {} ({})", t, if forced { "forced" } else { "measured" });
+        let _ = writeln!(
+            w,
+            "threshold: {} ({})",
+            t,
+            if forced { "forced" } else { "measured" }
+        );
     }
     let _ = writeln!(
         w,
@@ -698,6 +838,7 @@ fn write_stats(w: &mut BufWriter<'_>) {
     let _ = writeln!(w, "cpu_nohelper: {}", s.cpu_nohelper.get());
     let _ = writeln!(w, "cpu_context: {}", s.cpu_context.get());
     let _ = writeln!(w, "cpu_layout: {}", s.cpu_layout.get());
+    let _ = writeln!(w, "cpu_asleep: {}", s.cpu_asleep.get());
     let _ = writeln!(w, "cpu_fallback: {}", s.cpu_fallback.get());
     let _ = writeln!(w, "timeout: {}", s.timeout.get());
     let _ = writeln!(w, "verify_mismatch: {}", s.verify_mismatch.get());
@@ -718,10 +859,20 @@ extern "C" fn kgpu_gpq_rs_command(cmd: *const c_char, len: usize) -> c_long {
                 return ENODEV.to_errno() as c_long;
             }
             if MEASURE
-                .compare_exchange(MEASURE_NONE, MEASURE_QUEUED, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(
+                    MEASURE_NONE,
+                    MEASURE_QUEUED,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
                 .is_err()
                 && MEASURE
-                    .compare_exchange(MEASURE_DONE, MEASURE_QUEUED, Ordering::AcqRel, Ordering::Relaxed)
+                    .compare_exchange(
+                        MEASURE_DONE,
+                        MEASURE_QUEUED,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
                     .is_err()
             {
                 return EBUSY.to_errno() as c_long;
@@ -753,7 +904,6 @@ pub(crate) fn init() -> Result {
         pr_info!("gpq: not installed (gpq_enable=0)\n");
         return Ok(());
     }
-    measure_cpu();
     // SAFETY: process context at load; nothing else installs gpq.
     let r = unsafe { kgpu_gpq_install() };
     if r != 0 {
@@ -761,12 +911,18 @@ pub(crate) fn init() -> Result {
         return Ok(());
     }
     INSTALLED.store(true, Ordering::Release);
+    // Times the saved algorithm (now in place, called directly).
+    measure_cpu();
     // SAFETY: no preconditions.
     let xor = unsafe { kgpu_gpq_has_xor() };
     pr_info!(
         "gpq: installed as raid6_call (CPU algorithm {}, xor_syndrome {})\n",
         name(unsafe_saved_name()),
-        if xor { "yes" } else { "no: the saved algorithm has none" }
+        if xor {
+            "yes"
+        } else {
+            "no: the saved algorithm has none"
+        }
     );
     match threshold() {
         (t, true) => pr_info!("gpq: threshold {} bytes (gpq_threshold)\n", t),
@@ -788,7 +944,10 @@ pub(crate) fn exit() {
             crate::shim::msleep(1);
             waited_ms += 1;
             if waited_ms % 5000 == 0 {
-                pr_warn!("gpq: still waiting for {} call(s) to leave\n", ACTIVE.load(Ordering::Relaxed));
+                pr_warn!(
+                    "gpq: still waiting for {} call(s) to leave\n",
+                    ACTIVE.load(Ordering::Relaxed)
+                );
             }
         }
         // A caller past the counter's decrement is still returning through

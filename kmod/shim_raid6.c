@@ -19,6 +19,7 @@
 #include <linux/rcupdate.h>
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
+#include <linux/cpumask.h>
 #include <linux/smp.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
@@ -38,6 +39,7 @@ bool kgpu_gpq_param_enable(void);
 long kgpu_gpq_param_threshold(void);
 unsigned int kgpu_gpq_param_spin_us(void);
 bool kgpu_gpq_param_verify(void);
+unsigned int kgpu_gpq_param_wake_us(void);
 int kgpu_gpq_install(void);
 void kgpu_gpq_restore(void);
 bool kgpu_gpq_has_xor(void);
@@ -84,10 +86,16 @@ module_param(gpq_verify, bool, 0644);
 MODULE_PARM_DESC(gpq_verify,
 		 "Recompute every helper answer with the CPU algorithm, count and discard mismatches (default off)");
 
+static unsigned int gpq_wake_us = 200;
+module_param(gpq_wake_us, uint, 0644);
+MODULE_PARM_DESC(gpq_wake_us,
+		 "Extra spin allowed when the helper sleeps: the request wakes it (us, default 200; 0 = compute on the CPU while it sleeps)");
+
 bool kgpu_gpq_param_enable(void) { return READ_ONCE(gpq_enable); }
 long kgpu_gpq_param_threshold(void) { return READ_ONCE(gpq_threshold); }
 unsigned int kgpu_gpq_param_spin_us(void) { return READ_ONCE(gpq_spin_us); }
 bool kgpu_gpq_param_verify(void) { return READ_ONCE(gpq_verify); }
+unsigned int kgpu_gpq_param_wake_us(void) { return READ_ONCE(gpq_wake_us); }
 
 /* ---- the raid6_calls instance ---------------------------------------------- */
 
@@ -190,11 +198,13 @@ void kgpu_gpq_cpu_xor(int disks, int start, int stop, size_t bytes, void **ptrs)
 /*
  * Whether a call may spin for the helper: not in hard or soft interrupt
  * context nor NMI, and not with interrupts off (spinning there would hold
- * off this CPU's interrupts for the whole bound).
+ * off this CPU's interrupts for the whole bound); and only with another CPU
+ * online, since the helper cannot run on this one while it spins with
+ * preemption off.
  */
 bool kgpu_gpq_may_spin(void)
 {
-	return !in_interrupt() && !irqs_disabled();
+	return !in_interrupt() && !irqs_disabled() && num_online_cpus() > 1;
 }
 
 void kgpu_gpq_preempt_disable(void)

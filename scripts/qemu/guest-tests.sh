@@ -426,6 +426,8 @@ else
     skip helper "kgpu-helper not built or has no 'serve' (helper tests not run)"
 fi
 
+. /tests-gpq.sh
+
 stop_server >/dev/null 2>&1
 t module_unload test_unload
 t reload_cycles test_reload_cycles
