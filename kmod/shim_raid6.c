@@ -185,14 +185,24 @@ const char *kgpu_gpq_current_name(void)
 	return n ? n : "none";
 }
 
+/*
+ * The CPU algorithm: the saved one while gpq is (or was) installed, else
+ * raid6_call itself (which is then not gpq).
+ */
 void kgpu_gpq_cpu_gen(int disks, size_t bytes, void **ptrs)
 {
-	gpq_saved.gen_syndrome(disks, bytes, ptrs);
+	if (gpq_saved.gen_syndrome)
+		gpq_saved.gen_syndrome(disks, bytes, ptrs);
+	else
+		raid6_call.gen_syndrome(disks, bytes, ptrs);
 }
 
 void kgpu_gpq_cpu_xor(int disks, int start, int stop, size_t bytes, void **ptrs)
 {
-	gpq_saved.xor_syndrome(disks, start, stop, bytes, ptrs);
+	if (gpq_saved.xor_syndrome)
+		gpq_saved.xor_syndrome(disks, start, stop, bytes, ptrs);
+	else
+		raid6_call.xor_syndrome(disks, start, stop, bytes, ptrs);
 }
 
 /*
