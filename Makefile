@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 #
 #   make run          build, self-test and a short benchmark through the userspace stand-in
-#   make test         every test: format, lints, workspace tests, loom model, then the kernel in qemu
+#   make test-deps    what the tests need: kernel-test packages (root), bindgen, cargo-fuzz
+#   make test         every test: format, lints, workspace tests, loom model, fuzzing, then the kernel in qemu
 #   make test-rust    the userspace part of `make test` only
 #   make bench        the full benchmark table (CPU vs the helper's backend, side by side)
 #   make helper       build target/release/kgpu-helper
@@ -11,7 +12,12 @@
 CARGO ?= cargo
 HELPER := target/release/kgpu-helper
 
-.PHONY: all helper run bench test test-rust fmt-check clippy cargo-test loom clean
+.PHONY: all helper run bench test test-rust fmt-check clippy cargo-test loom clean install fuzz-smoke test-deps
+
+SHELL := /bin/bash
+
+PREFIX ?= /usr/local
+DESTDIR ?=
 
 all: helper kmod
 
@@ -20,7 +26,7 @@ helper:
 
 run: helper
 	$(HELPER) selftest
-	$(HELPER) bench --compare --sizes 4K,64K,1M --depths 1,16 --millis 200
+	$(HELPER) bench --compare --sizes 4K,64K,1M --depths 1,16 --millis 200 --plot bench.svg
 
 bench: helper
 	$(HELPER) bench --compare --modes echo,aes128-xts,aes128-ctr,aes128-ecb,aes128-cbc-dec,raid6-gen16 \
@@ -29,9 +35,11 @@ bench: helper
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
+# The helper's default `cuda` feature turns on the services' CUDA code too;
+# the second run lints the build without it.
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --workspace --all-targets --features kgpu-aes/cuda,kgpu-raid6/cuda -- -D warnings
+	$(CARGO) clippy -p kgpu-helper --all-targets --no-default-features -- -D warnings
 
 cargo-test:
 	$(CARGO) test --workspace
@@ -40,9 +48,37 @@ cargo-test:
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test -p kgpu-common --test loom --release
 
+# Coverage-guided fuzzing of everything that parses what the other side
+# wrote (completions, region header, rings, the helper's requests), FUZZ_SECONDS
+# per target, from the corpus in fuzz/corpus. Needs cargo-fuzz; libFuzzer's
+# flags are unstable, hence RUSTC_BOOTSTRAP on the stable toolchain.
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := completions header ring requests
+fuzz-smoke:
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 \
+			| grep -E '^(Done|stat::number_of_executed_units|==[0-9]+==|.*panicked)' ; \
+		test $${PIPESTATUS[0]} -eq 0 || exit 1; done
+
+# Everything `make test` needs beyond the Rust toolchain: the kernel-test
+# packages and bindgen (kernel-toolchain, root for apt) and cargo-fuzz.
+test-deps: kernel-toolchain
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+
 test-rust: fmt-check clippy helper cargo-test loom
 
-test: test-rust test-kernel
+test: test-rust fuzz-smoke test-kernel
+
+# Installs the helper, runkgpu/stopkgpu, the systemd unit and the docs; the
+# module itself installs with dkms (`dkms install .`) or `make kmod` +
+# `make -C $$KDIR M=$$PWD modules_install`.
+install: helper
+	install -D -m 0755 $(HELPER) $(DESTDIR)$(PREFIX)/sbin/kgpu-helper
+	install -D -m 0755 scripts/runkgpu $(DESTDIR)$(PREFIX)/sbin/runkgpu
+	install -D -m 0755 scripts/stopkgpu $(DESTDIR)$(PREFIX)/sbin/stopkgpu
+	install -D -m 0644 packaging/kgpu-helper.service $(DESTDIR)/etc/systemd/system/kgpu-helper.service
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/kgpu-rs/README.md
+	install -m 0644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/kgpu-rs/
 
 clean:
 	$(CARGO) clean

@@ -116,6 +116,12 @@ struct Attached {
     users: AtomicU32,
     pid: i32,
     last_scan_ns: i64,
+    /// Last heartbeat value seen, and when it last changed.
+    hb_last: u64,
+    hb_changed_ns: i64,
+    /// The heartbeat stopped for `heartbeat_timeout_ms`: requests go to the
+    /// CPU until it moves again.
+    stalled: bool,
 }
 
 impl Attached {
@@ -132,6 +138,28 @@ impl Attached {
     fn sq_doorbell(&self) -> &AtomicU32 {
         // SAFETY: as in `sq_flags`.
         unsafe { &*addr_of!((*self.header()).sq_doorbell) }
+    }
+
+    fn heartbeat(&self) -> u64 {
+        // SAFETY: as in `sq_flags`.
+        unsafe { &*addr_of!((*self.header()).heartbeat) }.load(Ordering::Relaxed)
+    }
+
+    /// True while the helper's heartbeat has stopped; notices at once when
+    /// it moves again.
+    fn is_stalled(&mut self) -> bool {
+        if self.stalled && self.heartbeat() != self.hb_last {
+            self.stalled = false;
+            self.hb_last = self.heartbeat();
+            self.hb_changed_ns = now_ns();
+            pr_info!("helper {}: heartbeat resumed\n", self.pid);
+        }
+        self.stalled
+    }
+
+    /// Whether requests may go to the helper now.
+    fn takes_requests(&mut self) -> bool {
+        !self.draining && self.helper_state() != helper_state::DRAINING && !self.is_stalled()
     }
 
     /// What the helper says about itself (a hint: it only stops submissions).
@@ -247,6 +275,7 @@ static RING_CORRUPT: Counter = Counter::new();
 static DOORBELLS: Counter = Counter::new();
 static POLLS: Counter = Counter::new();
 static LATE_COMPLETIONS: Counter = Counter::new();
+static STALLS: Counter = Counter::new();
 
 fn now_ns() -> i64 {
     Ktime::ktime_get().to_ns()
@@ -299,16 +328,17 @@ pub(crate) fn assert_detached() {
 /// True when a helper takes requests and is awake (it has not announced,
 /// through `sq_flags.NEED_WAKEUP`, that it sleeps until woken).
 pub(crate) fn helper_awake() -> bool {
-    STATE.with(|s| {
-        matches!(s.att.as_ref(), Some(a) if !a.draining
-            && a.helper_state() != helper_state::DRAINING
-            && a.sq_flags().load(Ordering::Acquire) & sq_flag::NEED_WAKEUP == 0)
+    STATE.with(|s| match s.att.as_mut() {
+        Some(a) => {
+            a.takes_requests() && a.sq_flags().load(Ordering::Acquire) & sq_flag::NEED_WAKEUP == 0
+        }
+        None => false,
     })
 }
 
 /// True when a helper is attached and takes requests.
 pub(crate) fn attached() -> bool {
-    STATE.with(|s| matches!(s.att.as_ref(), Some(a) if !a.draining && a.helper_state() != helper_state::DRAINING))
+    STATE.with(|s| s.att.as_mut().is_some_and(|a| a.takes_requests()))
 }
 
 // ---- ioctl ------------------------------------------------------------------
@@ -517,6 +547,9 @@ fn build(args: &AttachArgs) -> Result<KBox<Attached>> {
         users: AtomicU32::new(0),
         pid,
         last_scan_ns: now_ns(),
+        hb_last: 0,
+        hb_changed_ns: now_ns(),
+        stalled: false,
     };
     // `helper_state` and `helper_pid` belong to the helper (it claims the
     // region after this ioctl); the kernel asks for a doorbell after every
@@ -559,12 +592,12 @@ fn detach() {
     // SAFETY: process context (file release); the poll work may run reap(),
     // which takes users only while `detaching` is false.
     unsafe { shim::kgpu_shim_cancel_poll() };
+    let np = shim::NoPreempt::new();
     let Some(mut a) = STATE.with(|s| s.att.take()) else {
         return;
     };
 
     let mut failed = 0u64;
-    let np = shim::NoPreempt::new();
     for i in 0..a.ctx.len() {
         let c = a.ctx[i];
         if c.state == SlotState::Pending {
@@ -654,7 +687,7 @@ pub(crate) fn reserve(z: &Sizes) -> core::result::Result<Reservation, SubmitErro
         let Some(a) = s.att.as_mut() else {
             return Err(SubmitError::NoHelper);
         };
-        if a.draining || a.helper_state() == helper_state::DRAINING {
+        if !a.takes_requests() {
             return Err(SubmitError::NoHelper);
         }
         match a.sq.space() {
@@ -666,6 +699,15 @@ pub(crate) fn reserve(z: &Sizes) -> core::result::Result<Reservation, SubmitErro
             }
         }
         let out_len = if z.in_place { 0 } else { z.output };
+        // What can never fit is not "busy".
+        let chunk = a.alloc.chunk_size();
+        let need: u64 = [z.key, z.input, out_len, z.aux]
+            .iter()
+            .map(|&l| (l as u64).div_ceil(chunk) * chunk)
+            .sum();
+        if need > a.alloc.total_bytes() {
+            return Err(SubmitError::TooLarge);
+        }
         let t = a.slots.alloc(z.output as u64).ok_or(SubmitError::Busy)?;
         let mut ext = [Extent::EMPTY; 4];
         for (i, len) in [z.key, z.input, out_len, z.aux].into_iter().enumerate() {
@@ -867,6 +909,9 @@ const NO_REAPED: Option<Reaped> = None;
 /// Takes completions off the ring, validates them and runs the callbacks.
 pub(crate) fn reap() {
     loop {
+        // Callbacks run with preemption off (see `shim::NoPreempt`), from the
+        // moment their slots are marked until they are released.
+        let _np = shim::NoPreempt::new();
         let mut batch: [Option<Reaped>; REAP_BATCH] = [NO_REAPED; REAP_BATCH];
         let mut n = 0usize;
         let mut more = false;
@@ -965,9 +1010,6 @@ pub(crate) fn reap() {
             Some(a.epoch)
         });
         let Some(epoch) = epoch else { return };
-        // Callbacks run with preemption off (see `shim::NoPreempt`), up to
-        // the release of their slots.
-        let _np = shim::NoPreempt::new();
 
         for d in dead.iter().take(ndead).flatten() {
             svc(d.2).errors.add(1);
@@ -1025,11 +1067,16 @@ pub(crate) fn reap() {
 /// Fails requests that waited longer than `request_timeout_ms`.
 fn expire() {
     let limit_ms = shim::request_timeout_ms();
-    if limit_ms == 0 {
-        return;
-    }
+    let limit_ns = if limit_ms == 0 {
+        i64::MAX
+    } else {
+        i64::from(limit_ms) * 1_000_000
+    };
+    let hb_ms = shim::heartbeat_timeout_ms();
     let now = now_ns();
     loop {
+        // Preemption off from marking to callback (see `shim::NoPreempt`).
+        let _np = shim::NoPreempt::new();
         let mut dead: [Option<(DoneFn, usize, u16)>; REAP_BATCH] = [None; REAP_BATCH];
         let mut ndead = 0usize;
         let mut more = false;
@@ -1038,11 +1085,29 @@ fn expire() {
             if a.detaching || now - a.last_scan_ns < TIMEOUT_SCAN_NS {
                 return;
             }
+            // The heartbeat: a helper that stopped beating gets nothing more
+            // and what it holds fails now rather than at the request timeout.
+            let hb = a.heartbeat();
+            if hb != a.hb_last {
+                let _ = a.is_stalled();
+                a.hb_last = hb;
+                a.hb_changed_ns = now;
+            } else if hb_ms != 0
+                && !a.stalled
+                && now - a.hb_changed_ns > i64::from(hb_ms) * 1_000_000
+            {
+                a.stalled = true;
+                STALLS.add(1);
+                pr_warn!(
+                    "helper {}: no heartbeat for {} ms; its requests fail and new ones go to the CPU\n",
+                    a.pid,
+                    hb_ms
+                );
+            }
+            let stalled = a.stalled;
             for i in 0..a.ctx.len() {
                 let c = &mut a.ctx[i];
-                if c.state == SlotState::Pending
-                    && now - c.submitted_ns > i64::from(limit_ms) * 1_000_000
-                {
+                if c.state == SlotState::Pending && (stalled || now - c.submitted_ns > limit_ns) {
                     if ndead == REAP_BATCH {
                         more = true;
                         break;
@@ -1058,7 +1123,6 @@ fn expire() {
                 a.last_scan_ns = now;
             }
         });
-        let _np = shim::NoPreempt::new();
         for d in dead.iter().take(ndead).flatten() {
             svc(d.2).timeouts.add(1);
             let o = Outcome {
@@ -1102,6 +1166,7 @@ pub(crate) fn write_stats(w: &mut BufWriter<'_>) {
         in_flight: u32,
         draining: bool,
         broken: bool,
+        stalled: bool,
     }
     let s = STATE.with(|s| match s.att.as_ref() {
         Some(a) => Snap {
@@ -1116,6 +1181,7 @@ pub(crate) fn write_stats(w: &mut BufWriter<'_>) {
             in_flight: a.slots.in_flight(),
             draining: a.draining,
             broken: a.broken,
+            stalled: a.stalled,
         },
         None => Snap {
             attached: false,
@@ -1129,6 +1195,7 @@ pub(crate) fn write_stats(w: &mut BufWriter<'_>) {
             in_flight: 0,
             draining: false,
             broken: false,
+            stalled: false,
         },
     });
     let _ = writeln!(
@@ -1140,6 +1207,8 @@ pub(crate) fn write_stats(w: &mut BufWriter<'_>) {
             "broken"
         } else if s.draining {
             "draining"
+        } else if s.stalled {
+            "stalled"
         } else {
             "attached"
         }
@@ -1152,13 +1221,14 @@ pub(crate) fn write_stats(w: &mut BufWriter<'_>) {
     );
     let _ = writeln!(
         w,
-        "attaches: {}\nattach_refused: {}\ndetaches: {}\nopen_refused: {}\nbad_completions: {}\nlate_completions: {}\nring_corrupt: {}\ndoorbells: {}\npolls: {}",
+        "attaches: {}\nattach_refused: {}\ndetaches: {}\nopen_refused: {}\nbad_completions: {}\nlate_completions: {}\nstalls: {}\nring_corrupt: {}\ndoorbells: {}\npolls: {}",
         ATTACHES.get(),
         ATTACH_REFUSED.get(),
         DETACHES.get(),
         OPEN_REFUSED.get(),
         BAD_COMPLETIONS.get(),
         LATE_COMPLETIONS.get(),
+        STALLS.get(),
         RING_CORRUPT.get(),
         DOORBELLS.get(),
         POLLS.get()

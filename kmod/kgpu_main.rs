@@ -27,6 +27,7 @@ use kernel::prelude::*;
 
 pub mod api;
 mod core_state;
+mod gaes;
 mod gpq;
 pub mod kcommon;
 pub mod kservices;
@@ -90,6 +91,7 @@ pub(crate) mod shim {
         pub(crate) fn kgpu_shim_max_region_mb() -> c_uint;
         pub(crate) fn kgpu_shim_max_request_kb() -> c_uint;
         pub(crate) fn kgpu_shim_spin_timeout_us() -> c_uint;
+        pub(crate) fn kgpu_shim_heartbeat_timeout_ms() -> c_uint;
         pub(crate) fn kgpu_shim_cpu_relax();
         pub(crate) fn kgpu_shim_preempt_disable();
         pub(crate) fn kgpu_shim_preempt_enable();
@@ -155,6 +157,12 @@ pub(crate) mod shim {
     pub(crate) fn max_region_bytes() -> u64 {
         // SAFETY: reads an integer parameter.
         u64::from(unsafe { kgpu_shim_max_region_mb() }) << 20
+    }
+
+    /// See `heartbeat_timeout_ms` in shim.c.
+    pub(crate) fn heartbeat_timeout_ms() -> u32 {
+        // SAFETY: reads an integer parameter.
+        unsafe { kgpu_shim_heartbeat_timeout_ms() }
     }
 
     /// See `spin_timeout_us` in shim.c.
@@ -252,7 +260,13 @@ impl kernel::Module for Kgpu {
         if ret != 0 {
             return Err(Error::from_errno(ret));
         }
+        if let Err(e) = gaes::init() {
+            // SAFETY: undoes the successful `kgpu_shim_init` above.
+            unsafe { shim::kgpu_shim_exit() };
+            return Err(e);
+        }
         if let Err(e) = gpq::init() {
+            gaes::exit();
             // SAFETY: undoes the successful `kgpu_shim_init` above.
             unsafe { shim::kgpu_shim_exit() };
             return Err(e);
@@ -273,6 +287,7 @@ impl Drop for Kgpu {
         // reference), so no region is attached; the shim removes the device,
         // the debugfs files and the poll work.
         gpq::exit();
+        gaes::exit();
         // SAFETY: called once at unload, after `init` succeeded.
         unsafe { shim::kgpu_shim_exit() };
         core_state::assert_detached();

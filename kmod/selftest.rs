@@ -28,7 +28,7 @@ use crate::kservices::{aes as aesp, raid6 as r6p};
 use crate::{shim, BufWriter};
 use core::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kernel::alloc::{flags::GFP_KERNEL, KVec};
 use kernel::prelude::*;
 use kernel::time::Ktime;
@@ -49,6 +49,11 @@ extern "C" {
     fn kgpu_shim_raid6_name() -> *const c_char;
     fn kgpu_shim_sg_alloc(n: c_uint) -> *mut c_void;
     fn kgpu_shim_sg_free(sgl: *mut c_void);
+    fn kgpu_shim_run_parallel(
+        n: c_uint,
+        f: extern "C" fn(ctx: *mut c_void, idx: c_uint),
+        ctx: *mut c_void,
+    ) -> c_int;
     fn kgpu_shim_sg_fill(
         sgl: *mut c_void,
         n: c_uint,
@@ -60,6 +65,8 @@ extern "C" {
 }
 
 const MAX_WINDOW: u32 = 64;
+/// Most submitting threads (`par=N`).
+const MAX_PAR: u32 = 8;
 /// Scatterlist entries per window slot.
 const SG_ENTRIES: usize = 64;
 /// Bit of the callback context: the request's input came from a scatterlist,
@@ -219,7 +226,18 @@ enum Kind {
     Raid6,
 }
 
-fn parse(cmd: &[u8]) -> Option<(Kind, u32, u32, u32, bool)> {
+/// A parsed self-test command.
+#[derive(Clone, Copy)]
+struct Params {
+    kind: Kind,
+    count: u32,
+    window: u32,
+    max_len: u32,
+    nosleep: bool,
+    par: u32,
+}
+
+fn parse(cmd: &[u8]) -> Option<Params> {
     let s = core::str::from_utf8(cmd).ok()?;
     let mut it = s.split_ascii_whitespace();
     let kind = match it.next()? {
@@ -237,21 +255,32 @@ fn parse(cmd: &[u8]) -> Option<(Kind, u32, u32, u32, bool)> {
         .next()
         .map(|w| w.parse::<u32>().ok())
         .unwrap_or(Some(8192))?;
-    let nosleep = match it.next() {
-        None => false,
-        Some("nosleep") => true,
-        Some(_) => return None,
-    };
-    if it.next().is_some()
-        || count == 0
+    let (mut nosleep, mut par) = (false, 1u32);
+    for opt in it {
+        match opt {
+            "nosleep" => nosleep = true,
+            _ => par = opt.strip_prefix("par=")?.parse::<u32>().ok()?,
+        }
+    }
+    if count == 0
         || window == 0
         || window > MAX_WINDOW
         || max_len < 16
         || max_len > (1 << 20)
+        || par == 0
+        || par > MAX_PAR
+        || window < par
     {
         return None;
     }
-    Some((kind, count, window, max_len, nosleep))
+    Some(Params {
+        kind,
+        count,
+        window,
+        max_len,
+        nosleep,
+        par,
+    })
 }
 
 /// The kernel's skciphers for the AES requests.
@@ -478,24 +507,20 @@ fn kvec(len: usize) -> Result<KVec<u8>> {
     Ok(v)
 }
 
-/// Waits for a free window slot; None when nothing moved for `stall_ms`.
-fn take_slot(window: u32, stall_ms: u32) -> Option<usize> {
+/// Waits for a free window slot among those of `mask`; None when nothing
+/// moved for `stall_ms`. Only the owner of `mask` sets its bits.
+fn take_slot(mask: u64, stall_ms: u32) -> Option<usize> {
     let mut waited = 0u32;
     loop {
         let busy = T.busy.load(Ordering::Acquire);
-        let all = if window >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << window) - 1
-        };
-        let free = !busy & all;
+        let free = !busy & mask;
         if free != 0 {
             let w = free.trailing_zeros() as usize;
             T.busy.fetch_or(1 << w, Ordering::AcqRel);
             return Some(w);
         }
         T.progress.store(0, Ordering::Release);
-        if T.busy.load(Ordering::Acquire) != busy {
+        if T.busy.load(Ordering::Acquire) & mask != busy & mask {
             continue;
         }
         if !shim::wait_word(&T.progress, 10) {
@@ -507,36 +532,223 @@ fn take_slot(window: u32, stall_ms: u32) -> Option<usize> {
     }
 }
 
-/// Runs the self-test described by `cmd`; writes the report into `out`.
-pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
-    let Some((kind, count, window, max_len, nosleep)) = parse(cmd) else {
-        pr_warn!("selftest: usage: echo|aes|raid6 COUNT [WINDOW<=64] [MAX_LEN>=16] [nosleep]\n");
-        return Err(EINVAL);
-    };
-    let max_len = max_len as usize;
-    let max_in = match kind {
-        Kind::Echo => max_len,
-        Kind::Aes => max_len.max(512),
-        Kind::Raid6 => RAID6_MAX_IN,
-    };
-    if window as usize * max_in > 32 << 20 {
-        pr_warn!("selftest: WINDOW x MAX_LEN must stay within 32 MiB\n");
-        return Err(EINVAL);
+/// What the submitting threads share.
+struct Shared {
+    p: Params,
+    max_in: usize,
+    run: u32,
+    seed: u64,
+    stall_ms: u32,
+    nohelper: AtomicU64,
+    busy_waits: AtomicU64,
+    refused: AtomicU64,
+    nosleep_ok: AtomicU64,
+    nosleep_asleep: AtomicU64,
+    nosleep_timeout: AtomicU64,
+    stalled: AtomicU32,
+    gen_error: AtomicI32,
+}
+
+fn add(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Submitting thread `idx` of `p.par`: requests `idx, idx + par, ...`,
+/// window slots `idx, idx + par, ...` (its own: nobody else takes them).
+fn worker(sh: &Shared, idx: u32) {
+    if let Err(e) = worker_inner(sh, idx) {
+        sh.gen_error.store(e.to_errno(), Ordering::Relaxed);
     }
-    let ciphers = if kind == Kind::Aes {
+}
+
+extern "C" fn worker_entry(ctx: *mut c_void, idx: c_uint) {
+    // SAFETY: `run` passes its `Shared`, which outlives the parallel run.
+    let sh = unsafe { &*(ctx as *const Shared) };
+    worker(sh, idx);
+}
+
+fn worker_inner(sh: &Shared, idx: u32) -> Result {
+    let p = &sh.p;
+    let ciphers = if p.kind == Kind::Aes {
         Some(Ciphers::new()?)
     } else {
         None
     };
-    let mut sync_out = kvec(max_in)?;
+    let mut sync_out = kvec(sh.max_in)?;
     let mut key = [0u8; 64];
-    let mut exps = KVec::with_capacity(window as usize, GFP_KERNEL)?;
-    let mut inputs = KVec::with_capacity(window as usize, GFP_KERNEL)?;
-    for _ in 0..window {
+    let mut rng = Rng::new(sh.seed ^ (u64::from(idx) << 40));
+    let mut mask = 0u64;
+    let mut w = idx;
+    while w < p.window {
+        mask |= 1 << w;
+        w += p.par;
+    }
+    let max_len = p.max_len as usize;
+
+    let mut k = idx;
+    while k < p.count {
+        let this = k;
+        k += p.par;
+        if !api::attached() {
+            // Refused without building the request (the helper is gone).
+            add(&sh.nohelper);
+            continue;
+        }
+        let Some(w) = take_slot(mask, sh.stall_ms) else {
+            sh.stalled.store(1, Ordering::Relaxed);
+            break;
+        };
+        // SAFETY: slot `w` belongs to this thread until its request is
+        // submitted (or done, for sync calls); its buffers hold `max_in`
+        // bytes each and live until the end of the run.
+        let (exp, input) = unsafe {
+            (
+                core::slice::from_raw_parts_mut(EXP[w].ptr.load(Ordering::Acquire), sh.max_in),
+                core::slice::from_raw_parts_mut(EXP[w].input.load(Ordering::Acquire), sh.max_in),
+            )
+        };
+        let g = match p.kind {
+            Kind::Echo => Ok(gen_echo(&mut rng, max_len, input, exp)),
+            Kind::Aes => match &ciphers {
+                Some(c) => gen_aes(&mut rng, max_len, c, &mut key, input, exp),
+                None => Err(EINVAL),
+            },
+            Kind::Raid6 => gen_raid6(&mut rng, input, exp),
+        };
+        let g = match g {
+            Ok(g) => g,
+            Err(e) => {
+                T.busy.fetch_and(!(1u64 << w), Ordering::AcqRel);
+                return Err(e);
+            }
+        };
+        EXP[w].len.store(g.out_len, Ordering::Release);
+        let sg = EXP[w].sg.load(Ordering::Acquire);
+        // One async request in four takes its input from a scatterlist of
+        // random piece sizes and gives its output back through it (echo and
+        // AES, where output and input have the same length).
+        let mut via_sg = false;
+        if this % 4 == 1 && p.kind != Kind::Raid6 && g.in_len == g.out_len {
+            let min_piece = g.in_len.div_ceil(SG_ENTRIES);
+            let piece = min_piece.max(1 + rng.below(700));
+            // SAFETY: the slot's array has SG_ENTRIES entries and its input
+            // buffer (kmalloc'ed) at least `in_len` bytes.
+            let n = unsafe {
+                kgpu_shim_sg_fill(
+                    sg,
+                    SG_ENTRIES as c_uint,
+                    input.as_mut_ptr(),
+                    g.in_len,
+                    piece,
+                )
+            };
+            via_sg = n > 0;
+        }
+        let src = if via_sg {
+            // SAFETY: the list just built describes `in_len` bytes of the
+            // slot's buffer, which lives until the end of the run.
+            api::Src::Sg(unsafe { api::SgList::new(sg, 0, g.in_len) })
+        } else {
+            api::Src::Bytes(&input[..g.in_len])
+        };
+        let job = Job {
+            service: match p.kind {
+                Kind::Echo => service::ECHO,
+                Kind::Aes => service::AES,
+                Kind::Raid6 => service::RAID6,
+            },
+            op: g.op,
+            key_tag: 0,
+            key: &key[..g.key_len],
+            input: src,
+            aux: &[],
+            out_len: g.out_len,
+            in_place: false,
+            unit: g.unit,
+            count: g.count,
+            params: g.params,
+        };
+
+        if this % 8 == 7 && !via_sg {
+            let r = if p.nosleep {
+                // As md calls gen_syndrome: with preemption disabled.
+                let _np = shim::NoPreempt::new();
+                api::call_nosleep(&job, &mut sync_out[..], 0)
+            } else {
+                api::call(&job, &mut sync_out[..], 0)
+            };
+            match r {
+                Ok(n) => {
+                    let good = n == g.out_len && sync_out[..n] == exp[..n];
+                    if p.nosleep && good {
+                        add(&sh.nosleep_ok);
+                    }
+                    record(Some(good), Status::Ok)
+                }
+                Err(CallError::Submit(SubmitError::NoHelper)) => add(&sh.nohelper),
+                Err(CallError::Submit(SubmitError::Busy)) if p.nosleep => add(&sh.nosleep_asleep),
+                Err(CallError::TimedOut) if p.nosleep => add(&sh.nosleep_timeout),
+                Err(CallError::Submit(_)) => add(&sh.refused),
+                Err(CallError::TimedOut) => record(None, Status::TimedOut),
+                Err(CallError::Failed(s)) => record(None, s),
+                Err(CallError::Overflow) => record(Some(false), Status::Ok),
+            }
+            T.busy.fetch_and(!(1u64 << w), Ordering::AcqRel);
+            continue;
+        }
+
+        T.outstanding.fetch_add(1, Ordering::AcqRel);
+        let mut tries = 0u32;
+        loop {
+            let ctx = ((sh.run as usize) << 32) | w | if via_sg { CTX_SG } else { 0 };
+            match api::submit(&job, done, ctx) {
+                Ok(_) => break,
+                Err(SubmitError::Busy) if tries < sh.stall_ms => {
+                    add(&sh.busy_waits);
+                    tries += 1;
+                    shim::msleep(1);
+                }
+                Err(e) => {
+                    T.outstanding.fetch_sub(1, Ordering::AcqRel);
+                    T.busy.fetch_and(!(1u64 << w), Ordering::AcqRel);
+                    add(if e == SubmitError::NoHelper {
+                        &sh.nohelper
+                    } else {
+                        &sh.refused
+                    });
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the self-test described by `cmd`; writes the report into `out`.
+pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
+    let Some(p) = parse(cmd) else {
+        pr_warn!(
+            "selftest: usage: echo|aes|raid6 COUNT [WINDOW<=64] [MAX_LEN>=16] [nosleep] [par=N<=8]\n"
+        );
+        return Err(EINVAL);
+    };
+    let max_len = p.max_len as usize;
+    let max_in = match p.kind {
+        Kind::Echo => max_len,
+        Kind::Aes => max_len.max(512),
+        Kind::Raid6 => RAID6_MAX_IN,
+    };
+    if p.window as usize * max_in > 32 << 20 {
+        pr_warn!("selftest: WINDOW x MAX_LEN must stay within 32 MiB\n");
+        return Err(EINVAL);
+    }
+    let mut exps = KVec::with_capacity(p.window as usize, GFP_KERNEL)?;
+    let mut inputs = KVec::with_capacity(p.window as usize, GFP_KERNEL)?;
+    for _ in 0..p.window {
         exps.push(kvec(max_in)?, GFP_KERNEL)?;
         inputs.push(kvec(max_in)?, GFP_KERNEL)?;
     }
-    let sgs = SgArrays::new(window as usize)?;
+    let sgs = SgArrays::new(p.window as usize)?;
 
     let run = T.run.load(Ordering::Relaxed).wrapping_add(1).max(1);
     for (w, (e, i)) in exps.iter_mut().zip(inputs.iter_mut()).enumerate() {
@@ -554,142 +766,35 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     T.run.store(run, Ordering::SeqCst);
 
     let start = Ktime::ktime_get();
-    let stall_ms = shim::request_timeout_ms().max(shim::sync_timeout_ms()) + 2000;
-    let mut rng = Rng::new(u64::from(run) ^ (start.to_ns() as u64));
-    let (mut nohelper, mut busy_waits, mut refused) = (0u64, 0u64, 0u64);
-    // Spinning calls: answered, refused because the helper slept, given up
-    // after spin_timeout_us. The last two are what md would compute on the
-    // CPU; the expected answer being the kernel's own, they count as done.
-    let (mut nosleep_ok, mut nosleep_asleep, mut nosleep_timeout) = (0u64, 0u64, 0u64);
-    let mut stalled = false;
-    let mut gen_error: Option<Error> = None;
-
-    for k in 0..count {
-        if !api::attached() {
-            // Refused without building the request (the helper is gone).
-            nohelper += 1;
-            continue;
-        }
-        let Some(w) = take_slot(window, stall_ms) else {
-            stalled = true;
-            break;
+    let sh = Shared {
+        p,
+        max_in,
+        run,
+        seed: u64::from(run) ^ (start.to_ns() as u64),
+        stall_ms: shim::request_timeout_ms().max(shim::sync_timeout_ms()) + 2000,
+        nohelper: AtomicU64::new(0),
+        busy_waits: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        nosleep_ok: AtomicU64::new(0),
+        nosleep_asleep: AtomicU64::new(0),
+        nosleep_timeout: AtomicU64::new(0),
+        stalled: AtomicU32::new(0),
+        gen_error: AtomicI32::new(0),
+    };
+    if p.par == 1 {
+        worker(&sh, 0);
+    } else {
+        // SAFETY: `sh` outlives the call, which returns after every worker
+        // finished; workers only read it and update its atomics.
+        let r = unsafe {
+            kgpu_shim_run_parallel(p.par, worker_entry, &sh as *const Shared as *mut c_void)
         };
-        let exp = &mut exps[w];
-        let input = &mut inputs[w];
-        let g = match kind {
-            Kind::Echo => Ok(gen_echo(&mut rng, max_len, input, exp)),
-            Kind::Aes => match &ciphers {
-                Some(c) => gen_aes(&mut rng, max_len, c, &mut key, input, exp),
-                None => Err(EINVAL),
-            },
-            Kind::Raid6 => gen_raid6(&mut rng, input, exp),
-        };
-        let g = match g {
-            Ok(g) => g,
-            Err(e) => {
-                gen_error = Some(e);
-                T.busy.fetch_and(!(1u64 << w), Ordering::AcqRel);
-                break;
-            }
-        };
-        EXP[w].len.store(g.out_len, Ordering::Release);
-        // One async request in four takes its input from a scatterlist of
-        // random piece sizes and gives its output back through it (echo and
-        // AES, where output and input have the same length).
-        let mut via_sg = false;
-        if k % 4 == 1 && kind != Kind::Raid6 && g.in_len == g.out_len {
-            let min_piece = g.in_len.div_ceil(SG_ENTRIES);
-            let piece = min_piece.max(1 + rng.below(700));
-            // SAFETY: the slot's array has SG_ENTRIES entries and its input
-            // buffer (kmalloc'ed) at least `in_len` bytes.
-            let n = unsafe {
-                kgpu_shim_sg_fill(
-                    sgs.0[w],
-                    SG_ENTRIES as c_uint,
-                    inputs[w].as_mut_ptr(),
-                    g.in_len,
-                    piece,
-                )
-            };
-            via_sg = n > 0;
-        }
-        let src = if via_sg {
-            // SAFETY: the list just built describes `in_len` bytes of the
-            // slot's buffer, which lives until the end of the run.
-            api::Src::Sg(unsafe { api::SgList::new(sgs.0[w], 0, g.in_len) })
-        } else {
-            api::Src::Bytes(&inputs[w][..g.in_len])
-        };
-        let job = Job {
-            service: match kind {
-                Kind::Echo => service::ECHO,
-                Kind::Aes => service::AES,
-                Kind::Raid6 => service::RAID6,
-            },
-            op: g.op,
-            key_tag: 0,
-            key: &key[..g.key_len],
-            input: src,
-            aux: &[],
-            out_len: g.out_len,
-            in_place: false,
-            unit: g.unit,
-            count: g.count,
-            params: g.params,
-        };
-
-        if k % 8 == 7 && !via_sg {
-            let r = if nosleep {
-                // As md calls gen_syndrome: with preemption disabled.
-                let _np = shim::NoPreempt::new();
-                api::call_nosleep(&job, &mut sync_out[..], 0)
-            } else {
-                api::call(&job, &mut sync_out[..], 0)
-            };
-            match r {
-                Ok(n) => {
-                    let good = n == g.out_len && sync_out[..n] == exps[w][..n];
-                    nosleep_ok += u64::from(nosleep && good);
-                    record(Some(good), Status::Ok)
-                }
-                Err(CallError::Submit(SubmitError::NoHelper)) => nohelper += 1,
-                Err(CallError::Submit(SubmitError::Busy)) if nosleep => nosleep_asleep += 1,
-                Err(CallError::TimedOut) if nosleep => nosleep_timeout += 1,
-                Err(CallError::Submit(_)) => refused += 1,
-                Err(CallError::TimedOut) => record(None, Status::TimedOut),
-                Err(CallError::Failed(s)) => record(None, s),
-                Err(CallError::Overflow) => record(Some(false), Status::Ok),
-            }
-            T.busy.fetch_and(!(1u64 << w), Ordering::AcqRel);
-            continue;
-        }
-
-        T.outstanding.fetch_add(1, Ordering::AcqRel);
-        let mut tries = 0u32;
-        loop {
-            let ctx = ((run as usize) << 32) | w | if via_sg { CTX_SG } else { 0 };
-            match api::submit(&job, done, ctx) {
-                Ok(_) => break,
-                Err(SubmitError::Busy) if tries < stall_ms => {
-                    busy_waits += 1;
-                    tries += 1;
-                    shim::msleep(1);
-                }
-                Err(e) => {
-                    T.outstanding.fetch_sub(1, Ordering::AcqRel);
-                    T.busy.fetch_and(!(1u64 << w), Ordering::AcqRel);
-                    if e == SubmitError::NoHelper {
-                        nohelper += 1;
-                    } else {
-                        refused += 1;
-                    }
-                    break;
-                }
-            }
+        if r != 0 {
+            sh.gen_error.store(r, Ordering::Relaxed);
         }
     }
 
-    let drained = shim::wait_zero(&T.outstanding, stall_ms);
+    let drained = shim::wait_zero(&T.outstanding, sh.stall_ms);
     let outstanding = T.outstanding.load(Ordering::Acquire);
     let elapsed_ms = (Ktime::ktime_get().to_ns() - start.to_ns()) / 1_000_000;
     // From now on late callbacks of this run are ignored; wait for the ones
@@ -705,16 +810,26 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     drop(inputs);
     drop(exps);
 
-    let ok = T.ok.load(Ordering::Relaxed);
-    let failed = T.failed.load(Ordering::Relaxed);
-    let timeouts = T.timeouts.load(Ordering::Relaxed);
-    let mismatches = T.mismatches.load(Ordering::Relaxed);
-    let pass = ok + nosleep_asleep + nosleep_timeout == u64::from(count)
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let ok = get(&T.ok);
+    let failed = get(&T.failed);
+    let timeouts = get(&T.timeouts);
+    let mismatches = get(&T.mismatches);
+    let (nohelper, refused, busy_waits) =
+        (get(&sh.nohelper), get(&sh.refused), get(&sh.busy_waits));
+    let (ns_ok, ns_asleep, ns_timeout) = (
+        get(&sh.nosleep_ok),
+        get(&sh.nosleep_asleep),
+        get(&sh.nosleep_timeout),
+    );
+    let stalled = sh.stalled.load(Ordering::Relaxed) != 0;
+    let gen_error = sh.gen_error.load(Ordering::Relaxed);
+    let pass = ok + ns_asleep + ns_timeout == u64::from(p.count)
         && mismatches == 0
         && drained
         && !stalled
-        && gen_error.is_none();
-    let name = match kind {
+        && gen_error == 0;
+    let name = match p.kind {
         Kind::Echo => "echo",
         Kind::Aes => "aes",
         Kind::Raid6 => "raid6",
@@ -722,9 +837,9 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     let mut w = BufWriter::new(out);
     let _ = writeln!(
         w,
-        "{}: total={} ok={} failed={} nohelper={} refused={} timeouts={} mismatches={} outstanding={} stalled={} busy_waits={} elapsed_ms={}",
+        "{}: total={} ok={} failed={} nohelper={} refused={} timeouts={} mismatches={} outstanding={} stalled={} busy_waits={} threads={} elapsed_ms={}",
         name,
-        count,
+        p.count,
         ok,
         failed,
         nohelper,
@@ -734,28 +849,29 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
         outstanding,
         stalled as u32,
         busy_waits,
+        p.par,
         elapsed_ms
     );
-    if nosleep {
+    if p.nosleep {
         let _ = writeln!(
             w,
             "nosleep: answered={} helper_asleep={} spin_timeouts={}",
-            nosleep_ok, nosleep_asleep, nosleep_timeout
+            ns_ok, ns_asleep, ns_timeout
         );
     }
-    if kind == Kind::Raid6 {
+    if p.kind == Kind::Raid6 {
         // SAFETY: raid6_call.name is a static string of the raid6 library.
         let name = unsafe { CStr::from_ptr(kgpu_shim_raid6_name()) };
         let _ = writeln!(w, "reference: raid6 {:?}", name);
     }
-    if let Some(e) = gen_error {
-        let _ = writeln!(w, "reference computation failed: {:?}", e);
+    if gen_error != 0 {
+        let _ = writeln!(w, "error: {:?}", Error::from_errno(gen_error));
     }
     let _ = writeln!(w, "result: {}", if pass { "PASS" } else { "FAIL" });
     pr_info!(
         "selftest {} {}: ok {} failed {} nohelper {} timeouts {} mismatches {} in {} ms: {}\n",
         name,
-        count,
+        p.count,
         ok,
         failed,
         nohelper,

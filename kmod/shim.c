@@ -45,6 +45,7 @@ unsigned int kgpu_shim_request_timeout_ms(void);
 unsigned int kgpu_shim_max_region_mb(void);
 unsigned int kgpu_shim_max_request_kb(void);
 unsigned int kgpu_shim_spin_timeout_us(void);
+unsigned int kgpu_shim_heartbeat_timeout_ms(void);
 void kgpu_shim_cpu_relax(void);
 void kgpu_shim_preempt_disable(void);
 void kgpu_shim_preempt_enable(void);
@@ -73,6 +74,7 @@ struct scatterlist *kgpu_shim_sg_alloc(unsigned int n);
 void kgpu_shim_sg_free(struct scatterlist *sgl);
 unsigned int kgpu_shim_sg_fill(struct scatterlist *sgl, unsigned int n, void *buf, size_t len,
 			       size_t piece);
+int kgpu_shim_run_parallel(unsigned int n, void (*fn)(void *ctx, unsigned int idx), void *ctx);
 int kgpu_shim_raid6_gen(int disks, size_t unit, const u8 *data, u8 *pq);
 
 /* Values of kgpu_rs_poll_mask(). */
@@ -96,6 +98,11 @@ module_param(cq_poll_ms, uint, 0644);
 MODULE_PARM_DESC(cq_poll_ms,
 		 "Period of the kernel-side completion poll while requests are in flight (ms, default 2, at least one jiffy)");
 
+static unsigned int heartbeat_timeout_ms = 2000;
+module_param(heartbeat_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(heartbeat_timeout_ms,
+		 "A helper whose heartbeat stops this long while requests are in flight is treated as stalled: its requests fail, new ones go to the CPU until it beats again (ms, default 2000, 0 = off)");
+
 static unsigned int spin_timeout_us = 2000;
 module_param(spin_timeout_us, uint, 0644);
 MODULE_PARM_DESC(spin_timeout_us,
@@ -114,6 +121,7 @@ unsigned int kgpu_shim_sync_timeout_ms(void) { return READ_ONCE(sync_timeout_ms)
 unsigned int kgpu_shim_request_timeout_ms(void) { return READ_ONCE(request_timeout_ms); }
 unsigned int kgpu_shim_max_region_mb(void) { return READ_ONCE(max_region_mb); }
 unsigned int kgpu_shim_spin_timeout_us(void) { return READ_ONCE(spin_timeout_us); }
+unsigned int kgpu_shim_heartbeat_timeout_ms(void) { return READ_ONCE(heartbeat_timeout_ms); }
 unsigned int kgpu_shim_max_request_kb(void) { return READ_ONCE(max_request_kb); }
 
 /* ---- the state lock ----------------------------------------------------- */
@@ -288,6 +296,44 @@ void kgpu_shim_unpin_unmap(struct page **pages, unsigned long npages, void *vadd
 int kgpu_shim_copy_from_user(void *dst, unsigned long src, unsigned long len)
 {
 	return copy_from_user(dst, (const void __user *)src, len) ? -EFAULT : 0;
+}
+
+/* ---- parallel self-test submitters -------------------------------------- */
+
+struct kgpu_par {
+	struct work_struct work;
+	void (*fn)(void *ctx, unsigned int idx);
+	void *ctx;
+	unsigned int idx;
+};
+
+static void kgpu_par_fn(struct work_struct *work)
+{
+	struct kgpu_par *p = container_of(work, struct kgpu_par, work);
+
+	p->fn(p->ctx, p->idx);
+}
+
+/* Runs fn(ctx, 0..n) on n unbound workqueue workers and waits for all. */
+int kgpu_shim_run_parallel(unsigned int n, void (*fn)(void *ctx, unsigned int idx), void *ctx)
+{
+	struct kgpu_par *p;
+	unsigned int i;
+
+	p = kcalloc(n, sizeof(*p), GFP_KERNEL);
+	if (!p)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		p[i].fn = fn;
+		p[i].ctx = ctx;
+		p[i].idx = i;
+		INIT_WORK(&p[i].work, kgpu_par_fn);
+		queue_work(system_unbound_wq, &p[i].work);
+	}
+	for (i = 0; i < n; i++)
+		flush_work(&p[i].work);
+	kfree(p);
+	return 0;
 }
 
 /* ---- scatterlists ------------------------------------------------------------ */

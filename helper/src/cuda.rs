@@ -205,6 +205,13 @@ struct Whole {
     failed: bool,
 }
 
+/// Below its crossover a request still goes to the GPU if it is at least this
+/// large and the CPU backend already has [`CPU_BACKLOG`] requests queued
+/// (every GPU request pays its own copies and launches, so tiny ones never do).
+pub const OVERFLOW_MIN: u64 = 256 << 10;
+/// See [`OVERFLOW_MIN`].
+pub const CPU_BACKLOG: usize = 2;
+
 /// Requests at least this large are cut into parts (AES only), when the
 /// GPU has too few requests in flight to keep its streams busy otherwise.
 pub const SPLIT_MIN: u64 = 4 << 20;
@@ -285,6 +292,8 @@ pub struct Decisions {
     pub gpu: u64,
     /// Requests kept on the CPU because they were small.
     pub cpu_small: u64,
+    /// Requests below the crossover sent to the GPU because the CPU was backlogged.
+    pub gpu_overflow: u64,
     /// Requests sent to the CPU because a service rejected them (error status).
     pub cpu_invalid: u64,
     /// Requests failed with BackendError by a GPU fault.
@@ -300,8 +309,9 @@ pub struct CudaBackend {
     pieces: VecDeque<Piece>,
     outstanding: usize,
     done: Vec<Cqe>,
-    /// Requests of at least this many bytes go to the GPU, smaller ones to the CPU.
-    pub gpu_min_bytes: u64,
+    /// Per service (AES, RAID6): requests of at least this many bytes go to
+    /// the GPU, smaller ones to the CPU.
+    pub crossover: [u64; 2],
     decisions: Decisions,
     registered: bool,
     wholes: std::collections::HashMap<(u32, u32), Whole>,
@@ -350,7 +360,7 @@ impl CudaBackend {
             pieces: VecDeque::new(),
             outstanding: 0,
             done: Vec::new(),
-            gpu_min_bytes: opts.gpu_min_bytes.unwrap_or(0),
+            crossover: [opts.gpu_min_bytes.unwrap_or(0); 2],
             decisions: Decisions::default(),
             registered: false,
             wholes: std::collections::HashMap::new(),
@@ -493,17 +503,18 @@ impl CudaBackend {
         }
     }
 
-    /// Measures the CPU/GPU crossover for AES-XTS on this machine: the
-    /// smallest size at which a GPU round trip beats one CPU thread. Runs on
-    /// a private page-locked scratch buffer, never on the shared data area.
-    pub fn calibrate(&mut self) -> u64 {
+    /// Measures, per service, the CPU/GPU crossover on this machine: the
+    /// smallest probe size at which a GPU round trip beats one CPU thread
+    /// (AES-XTS with 4 KiB sectors; RAID6 gen_syndrome over 16 disks). Runs
+    /// on a private page-locked scratch buffer, never on the shared data area.
+    pub fn calibrate(&mut self) -> [u64; 2] {
         use crate::dispatch::CpuServices;
         use crate::workload::{DirectBuf, Job, Rng};
-        const SCRATCH: usize = 8 << 20;
-        let mut chosen = 16 << 20;
+        const SCRATCH: usize = 16 << 20;
+        const NONE: u64 = 16 << 20;
         if self.area.size() < SCRATCH as u64 || self.gpus.is_empty() {
-            self.gpu_min_bytes = chosen;
-            return chosen;
+            self.crossover = [NONE; 2];
+            return self.crossover;
         }
         let mut scratch = vec![0u64; SCRATCH / 8];
         // SAFETY: `scratch` outlives its use below; registration is undone
@@ -512,8 +523,8 @@ impl CudaBackend {
             && unsafe { sys::cuMemHostRegister_v2(scratch.as_mut_ptr().cast(), SCRATCH, 0) }
                 == sys::CUresult::CUDA_SUCCESS;
         if !registered {
-            self.gpu_min_bytes = chosen;
-            return chosen;
+            self.crossover = [NONE; 2];
+            return self.crossover;
         }
         // SAFETY: the scratch buffer is ours and outlives the swap.
         let scratch_area =
@@ -521,37 +532,47 @@ impl CudaBackend {
         let shared = std::mem::replace(&mut self.area, scratch_area);
         let services = CpuServices::new();
         let mut rng = Rng::new(7);
-        for size in [4096usize, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20] {
-            let p = kgpu_aes::proto::AesParams {
-                iv_mode: kgpu_aes::proto::IV_PLAIN64,
-                iv: [0; 16],
-                start_sector: 0,
-            };
-            let job = Job::aes(
-                kgpu_aes::proto::op::XTS_ENC,
-                rng.bytes(32),
-                u64::MAX,
-                rng.bytes(size),
-                4096.min(size as u32),
-                p,
-                Vec::new(),
-            );
-            let mut buf = DirectBuf::new(&job);
-            let _ = buf.run(&job, &services);
-            let t = Instant::now();
-            let mut n = 0;
-            while t.elapsed() < Duration::from_millis(5) || n < 3 {
-                let _ = buf.rerun(&services);
-                n += 1;
+        let probe = |svc: usize, size: usize, rng: &mut Rng| -> Job {
+            if svc == 0 {
+                Job::aes(
+                    kgpu_aes::proto::op::XTS_ENC,
+                    rng.bytes(32),
+                    u64::MAX,
+                    rng.bytes(size),
+                    4096.min(size as u32),
+                    kgpu_aes::proto::AesParams::plain64(0),
+                    Vec::new(),
+                )
+            } else {
+                let unit = (size / 14 / 64).max(1) * 64;
+                crate::workload::random_raid6_gen(rng, 16, unit as u32)
             }
-            let cpu = t.elapsed() / n;
-            let Some(gpu) = self.time_gpu_roundtrip(&job) else {
-                break;
-            };
-            log::debug!("crossover probe {size} B: cpu {cpu:?}, gpu {gpu:?}");
-            if gpu < cpu {
-                chosen = size as u64;
-                break;
+        };
+        let mut result = [NONE; 2];
+        for (svc, slot) in result.iter_mut().enumerate() {
+            for size in [4096usize, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20] {
+                let job = probe(svc, size, &mut rng);
+                let mut buf = DirectBuf::new(&job);
+                let _ = buf.run(&job, &services);
+                // The fastest of several runs: noise only ever adds time.
+                let mut cpu = Duration::MAX;
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_millis(5) {
+                    let r = Instant::now();
+                    let _ = buf.rerun(&services);
+                    cpu = cpu.min(r.elapsed());
+                }
+                let Some(gpu) = self.time_gpu_roundtrip(&job) else {
+                    break;
+                };
+                log::debug!(
+                    "crossover probe {} {size} B: cpu {cpu:?}, gpu {gpu:?}",
+                    job.name()
+                );
+                if gpu < cpu {
+                    *slot = job.payload();
+                    break;
+                }
             }
         }
         self.area = shared;
@@ -559,30 +580,36 @@ impl CudaBackend {
         // SAFETY: registered above; no work on it remains (each probe waited).
         let _ = unsafe { sys::cuMemHostUnregister(scratch.as_mut_ptr().cast()) };
         self.decisions = Decisions::default();
-        self.gpu_min_bytes = chosen;
-        chosen
+        self.crossover = result;
+        result
     }
 
     /// Times one request through the GPU path on the (scratch) area.
     fn time_gpu_roundtrip(&mut self, job: &crate::workload::Job) -> Option<Duration> {
         use kgpu_common::abi::Extent;
+        let page = |x: u64| x.div_ceil(4096) * 4096;
         let key = Extent::new(0, job.key.len() as u64);
-        let data = Extent::new(4096, job.input.len() as u64);
-        if !data.fits(self.area.size()) {
+        let input = Extent::new(4096, job.input.len() as u64);
+        let output = if job.in_place {
+            input
+        } else {
+            Extent::new(page(input.off + input.len), job.out_len as u64)
+        };
+        if !output.fits(self.area.size()) {
             return None;
         }
         // SAFETY: the scratch area is ours alone.
         unsafe {
             self.area.slice_mut(key).copy_from_slice(&job.key);
-            self.area.slice_mut(data).copy_from_slice(&job.input);
+            self.area.slice_mut(input).copy_from_slice(&job.input);
         }
         let sqe = Sqe {
             service: job.service,
             op: job.op,
             key_tag: job.key_tag,
             key,
-            input: data,
-            output: data,
+            input,
+            output,
             unit: job.unit,
             count: job.count,
             params: job.params,
@@ -607,6 +634,14 @@ impl CudaBackend {
             best = best.min(t.elapsed());
         }
         Some(best)
+    }
+
+    /// The crossover size of a service (bytes of payload).
+    fn crossover_of(&self, service: u16) -> u64 {
+        match service {
+            service::RAID6 => self.crossover[1],
+            _ => self.crossover[0],
+        }
     }
 
     /// Enqueues requests on the GPUs: large ones cut in parts, one piece
@@ -928,22 +963,27 @@ impl Backend for CudaBackend {
 
     fn submit(&mut self, batch: Vec<Sqe>) {
         let mut gpu = Vec::new();
-        let mut small = Vec::new();
         let mut cpu = Vec::new();
+        // Requests queued for the CPU, this batch's included.
+        let mut cpu_queue = self.cpu.outstanding();
         for s in batch {
+            let size = Self::payload(&s);
             if !self.gpu_ok(&s) {
                 self.decisions.cpu_invalid += 1;
                 cpu.push(s);
-            } else if Self::payload(&s) >= self.gpu_min_bytes {
+            } else if size >= self.crossover_of(s.service) {
+                gpu.push(s);
+            } else if size >= OVERFLOW_MIN && cpu_queue >= CPU_BACKLOG {
+                // Below the crossover one request is faster on the CPU, but
+                // with the CPU backlogged the GPU's throughput wins.
+                self.decisions.gpu_overflow += 1;
                 gpu.push(s);
             } else {
-                small.push(s);
+                self.decisions.cpu_small += 1;
+                cpu_queue += 1;
+                cpu.push(s);
             }
         }
-        // Below the crossover the CPU is faster, whatever the queue depth:
-        // every GPU request pays its own copies and launches.
-        self.decisions.cpu_small += small.len() as u64;
-        cpu.append(&mut small);
         if !cpu.is_empty() {
             self.cpu.submit(cpu);
         }
@@ -980,6 +1020,7 @@ impl Backend for CudaBackend {
         vec![
             ("gpu", d.gpu),
             ("cpu-small", d.cpu_small),
+            ("gpu-overflow", d.gpu_overflow),
             ("cpu-invalid", d.cpu_invalid),
             ("gpu-failed", d.gpu_failed),
         ]

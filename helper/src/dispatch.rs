@@ -33,6 +33,18 @@ impl CpuServices {
         if ext.input.len != ext.output.len {
             return Err(Status::BadLength);
         }
+        // Refuse before touching the output: a bad request changes nothing.
+        let params =
+            kgpu_aes::proto::AesParams::from_bytes(&sqe.params).map_err(kgpu_aes::proto_status)?;
+        kgpu_aes::proto::validate(
+            sqe.op,
+            ext.key.len,
+            ext.output.len,
+            ext.aux.len,
+            sqe.unit,
+            &params,
+        )
+        .map_err(kgpu_aes::proto_status)?;
         copy_to_output(ext, area);
         // SAFETY: extents were checked to fit; the output is disjoint from the
         // key and aux extents, and the request owns its extents while in flight.

@@ -55,6 +55,19 @@ enum Cmd {
         /// Data-area size in MiB of the region handed to the kernel.
         #[arg(long, default_value_t = 256)]
         data_mib: u64,
+        /// Where to keep a statistics snapshot for `kgpu-helper stats`
+        /// (default /run/kgpu-helper.json as root, else in $TMPDIR).
+        #[arg(long)]
+        stats_file: Option<PathBuf>,
+    },
+    /// Show the kernel module's counters and the helper's statistics.
+    Stats {
+        /// Repeat every this many seconds.
+        #[arg(long)]
+        watch: Option<u64>,
+        /// The helper's statistics file (as given to serve --stats-file).
+        #[arg(long)]
+        stats_file: Option<PathBuf>,
     },
     /// Run every service's known answers and random cross-checks through the
     /// ring (userspace stand-in) on the chosen backend.
@@ -66,6 +79,9 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         cpu_workers: usize,
     },
+    /// Say what this machine lacks for kgpu-rs (root, a Rust-enabled kernel,
+    /// the module, /dev/kgpu, a GPU and a recent enough driver).
+    Doctor,
     /// Draw a picture from rows saved with `bench --json-out`.
     Plot {
         /// The JSON rows.
@@ -124,6 +140,10 @@ enum Cmd {
         /// Data-area size of the benchmark region, MiB.
         #[arg(long, default_value_t = 1024)]
         data_mib: u64,
+        /// Run the plan with 1, 2, ... N GPUs (every GPU present) and print
+        /// the scaling against one GPU.
+        #[arg(long)]
+        gpu_scaling: bool,
     },
 }
 
@@ -180,8 +200,10 @@ fn make_backend(
         match CudaBackend::new(region.data(), opts) {
             Ok(mut b) => {
                 if opts.gpu_min_bytes.is_none() {
-                    let x = b.calibrate();
-                    log::info!("requests of {x} bytes and more go to the GPU; smaller ones stay on the CPU");
+                    let [aes, raid6] = b.calibrate();
+                    log::info!(
+                        "to the GPU: AES requests of {aes} bytes and more, RAID6 of {raid6} and more (measured); smaller ones run on the CPU"
+                    );
                 }
                 log::info!("CUDA backend on {}", b.gpu_names().join(", "));
                 Ok(Box::new(b))
@@ -203,6 +225,7 @@ fn make_backend(
     }
 }
 
+#[cfg(feature = "cuda")]
 fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -213,13 +236,35 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             backend,
             cpu_workers,
         } => selftest(backend, cpu_workers),
+        Cmd::Stats { watch, stats_file } => {
+            let path = stats_file.unwrap_or_else(default_stats_file);
+            loop {
+                print_stats(&path);
+                match watch {
+                    Some(n) => {
+                        std::thread::sleep(Duration::from_secs(n.max(1)));
+                        println!();
+                    }
+                    None => return Ok(()),
+                }
+            }
+        }
+        Cmd::Doctor => {
+            let f = kgpu_helper::doctor::check(&kgpu_helper::doctor::Env::here());
+            if kgpu_helper::doctor::report(&f) {
+                Ok(())
+            } else {
+                Err("some pieces are missing (see above)".into())
+            }
+        }
         Cmd::Plot {
             from,
             out,
             title,
             bound_gbps,
         } => {
-            let rows: Vec<kgpu_helper::bench::Row> = serde_json::from_str(&std::fs::read_to_string(&from)?)?;
+            let rows: Vec<kgpu_helper::bench::Row> =
+                serde_json::from_str(&std::fs::read_to_string(&from)?)?;
             write_plot(&rows, &out, &title, bound_gbps)
         }
         Cmd::Bench {
@@ -235,6 +280,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             bound_gbps,
             cpu_workers,
             data_mib,
+            gpu_scaling,
         } => {
             let modes = modes
                 .iter()
@@ -251,7 +297,18 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 duration: Duration::from_millis(millis),
                 compare,
             };
-            bench(backend, cpu_workers, data_mib, &plan, json, json_out, plot.map(|p| (p, bound_gbps)))
+            if gpu_scaling {
+                return scaling(cpu_workers, data_mib, &plan);
+            }
+            bench(
+                backend,
+                cpu_workers,
+                data_mib,
+                &plan,
+                json,
+                json_out,
+                plot.map(|p| (p, bound_gbps)),
+            )
         }
         Cmd::Serve {
             device: dev_path,
@@ -259,9 +316,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             backend,
             cpu_workers,
             data_mib,
+            stats_file,
         } => {
             let stop = stop_flag()?;
             let stats = Stats::default();
+            let opts = ServeOptions {
+                stats_file: Some(stats_file.unwrap_or_else(default_stats_file)),
+                ..ServeOptions::default()
+            };
             match region {
                 Some(path) => {
                     let region = SharedRegion::open(&path)?;
@@ -271,7 +333,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                         &RegionTransport,
                         be.as_mut(),
                         stop,
-                        ServeOptions::default(),
+                        opts.clone(),
                         &stats,
                     )?;
                 }
@@ -292,16 +354,17 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                         &t as &dyn Transport,
                         be.as_mut(),
                         stop,
-                        ServeOptions::default(),
+                        opts.clone(),
                         &stats,
                     )?;
                 }
             }
-            let s = stats.snapshot();
+            let s = stats.snapshot("", Vec::new());
+            let all = &s.services[0];
             log::info!(
                 "stopped: {} requests completed, {} errors",
-                s.completed,
-                s.errors
+                all.completed,
+                all.errors
             );
             Ok(())
         }
@@ -330,7 +393,21 @@ impl ChildHelper {
         backend: BackendKind,
         cpu_workers: usize,
     ) -> Result<Self, Box<dyn std::error::Error>> {
-        let child = std::process::Command::new(std::env::current_exe()?)
+        Self::start_with(sub, path, backend, cpu_workers, None)
+    }
+
+    fn start_with(
+        sub: &Submitter,
+        path: PathBuf,
+        backend: BackendKind,
+        cpu_workers: usize,
+        max_gpus: Option<usize>,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        if let Some(n) = max_gpus {
+            cmd.env("KGPU_MAX_GPUS", n.to_string());
+        }
+        let child = cmd
             .args([
                 "serve",
                 "--backend",
@@ -449,7 +526,10 @@ fn bench(
         std::fs::write(&p, serde_json::to_string_pretty(&rows)?)?;
     }
     if let Some((p, bound)) = plot {
-        let title = format!("kgpu-rs {} backend through the ring vs one CPU thread", backend_arg(backend));
+        let title = format!(
+            "kgpu-rs {} backend through the ring vs one CPU thread",
+            backend_arg(backend)
+        );
         write_plot(&rows, &p, &title, bound)?;
     }
     if json {
@@ -472,10 +552,103 @@ fn bench(
     Ok(())
 }
 
-fn write_plot(rows: &[kgpu_helper::bench::Row], out: &std::path::Path, title: &str, bound: f64) -> Result<(), Box<dyn std::error::Error>> {
+fn write_plot(
+    rows: &[kgpu_helper::bench::Row],
+    out: &std::path::Path,
+    title: &str,
+    bound: f64,
+) -> Result<(), Box<dyn std::error::Error>> {
     let label = format!("PCIe bound, both directions at once ({bound} GB/s)");
     let b = (bound > 0.0).then_some((bound, label.as_str()));
     std::fs::write(out, kgpu_helper::plot::svg(rows, title, b))?;
     log::info!("wrote {}", out.display());
     Ok(())
+}
+
+/// Where `serve` keeps its statistics and `stats` reads them.
+fn default_stats_file() -> PathBuf {
+    if nix::unistd::geteuid().is_root() && std::path::Path::new("/run").is_dir() {
+        PathBuf::from("/run/kgpu-helper.json")
+    } else {
+        std::env::temp_dir().join(format!("kgpu-helper-{}.json", nix::unistd::geteuid()))
+    }
+}
+
+/// The kernel's counters (debugfs) when the module is loaded, then the helper's.
+fn print_stats(helper_file: &std::path::Path) {
+    const KERNEL: &str = "/sys/kernel/debug/kgpu/stats";
+    match std::fs::read_to_string(KERNEL) {
+        Ok(s) => println!("kernel module ({KERNEL}):\n{}", s.trim_end()),
+        Err(_) if std::path::Path::new("/sys/module/kgpu").is_dir() => {
+            println!(
+                "kernel module loaded, but {KERNEL} is not readable (mount debugfs, run as root)"
+            )
+        }
+        Err(_) => println!("kernel module not loaded"),
+    }
+    let snap = std::fs::read_to_string(helper_file)
+        .ok()
+        .and_then(|s| serde_json::from_str::<kgpu_helper::stats::StatsSnapshot>(&s).ok());
+    match snap {
+        Some(s) if kgpu_helper::standin::process_alive(s.pid) => print!("{}", s.table()),
+        Some(s) => print!(
+            "helper (pid {}, no longer running), last snapshot:\n{}",
+            s.pid,
+            s.table()
+        ),
+        None => println!("no helper statistics at {}", helper_file.display()),
+    }
+}
+
+/// The plan once per GPU count, 1..=N, with the ratio to one GPU.
+#[cfg(feature = "cuda")]
+fn scaling(
+    cpu_workers: usize,
+    data_mib: u64,
+    plan: &Plan,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let n = kgpu_helper::cuda::device_count()?;
+    let mut all: Vec<(usize, Vec<kgpu_helper::bench::Row>)> = Vec::new();
+    for gpus in 1..=n {
+        let path = region_path(&format!("scaling{gpus}"));
+        let spec = RegionSpec {
+            data_size: data_mib << 20,
+            ..RegionSpec::default()
+        };
+        let sub = Submitter::create(Some(&path), spec)?;
+        let helper =
+            ChildHelper::start_with(&sub, path, BackendKind::Cuda, cpu_workers, Some(gpus))?;
+        let rows = kgpu_helper::bench::run(&sub, plan, &|| helper.cpu_time(), &mut |l| {
+            eprintln!("{gpus} GPU(s): {l}")
+        });
+        helper.stop()?;
+        all.push((gpus, rows?));
+    }
+    println!("kgpu-helper bench --gpu-scaling: {n} GPU(s) present");
+    println!(
+        "{:<15} {:>9} {:>5} {:>5} {:>10} {:>8} {:>7}",
+        "mode", "size", "depth", "gpus", "ring GB/s", "x 1 GPU", "helper"
+    );
+    let base = &all[0].1;
+    for (i, b) in base.iter().enumerate() {
+        for (gpus, rows) in &all {
+            let r = &rows[i];
+            println!(
+                "{:<15} {:>9} {:>5} {:>5} {:>10.2} {:>8.2} {:>7.2}",
+                r.mode,
+                kgpu_helper::bench::human(r.size),
+                r.depth,
+                gpus,
+                r.ring_gbps,
+                r.ring_gbps / b.ring_gbps,
+                r.helper_cores.unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn scaling(_: usize, _: u64, _: &Plan) -> Result<(), Box<dyn std::error::Error>> {
+    Err("this kgpu-helper was built without the cuda feature".into())
 }

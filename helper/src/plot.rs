@@ -24,7 +24,9 @@ struct Series {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Builds the SVG. For each mode: the best ring throughput over the depths
@@ -40,7 +42,11 @@ pub fn svg(rows: &[Row], title: &str, bound: Option<(f64, &str)>) -> String {
     let mut series = Vec::new();
     for (i, m) in modes.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let mut sizes: Vec<u64> = rows.iter().filter(|r| r.mode == *m).map(|r| r.size).collect();
+        let mut sizes: Vec<u64> = rows
+            .iter()
+            .filter(|r| r.mode == *m)
+            .map(|r| r.size)
+            .collect();
         sizes.sort_unstable();
         sizes.dedup();
         let best = |sz: u64| {
@@ -73,7 +79,10 @@ pub fn svg(rows: &[Row], title: &str, bound: Option<(f64, &str)>) -> String {
             });
         }
     }
-    let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
+    let xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
     let (xmin, xmax) = xs
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
@@ -81,7 +90,10 @@ pub fn svg(rows: &[Row], title: &str, bound: Option<(f64, &str)>) -> String {
         (4096.0, 16.0 * 1048576.0)
     } else {
         // Whole powers of two at both ends, so the ticks fall on round sizes.
-        (xmin.log2().floor().exp2(), xmax.log2().ceil().exp2().max(xmin * 2.0))
+        (
+            xmin.log2().floor().exp2(),
+            xmax.log2().ceil().exp2().max(xmin * 2.0),
+        )
     };
     let ymax_data = series
         .iter()
@@ -101,24 +113,56 @@ pub fn svg(rows: &[Row], title: &str, bound: Option<(f64, &str)>) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(o, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(o, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#, LEFT + pw / 2.0, esc(title));
+    let _ = writeln!(
+        o,
+        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#,
+        LEFT + pw / 2.0,
+        esc(title)
+    );
     // Grid and axes.
     let mut v = 0.0;
     while v <= ymax + 1e-9 {
         let yy = y(v);
-        let _ = writeln!(o, r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/>"##, LEFT + pw);
-        let _ = writeln!(o, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 6.0, yy + 4.0, trim(v));
+        let _ = writeln!(
+            o,
+            r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/>"##,
+            LEFT + pw
+        );
+        let _ = writeln!(
+            o,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            LEFT - 6.0,
+            yy + 4.0,
+            trim(v)
+        );
         v += ystep;
     }
     let mut s = xmin;
     while s <= xmax * 1.0001 {
         let xx = x(s);
-        let _ = writeln!(o, r##"<line x1="{xx:.1}" y1="{TOP}" x2="{xx:.1}" y2="{:.1}" stroke="#eee"/>"##, TOP + ph);
-        let _ = writeln!(o, r#"<text x="{xx:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, TOP + ph + 18.0, human(s as u64));
+        let _ = writeln!(
+            o,
+            r##"<line x1="{xx:.1}" y1="{TOP}" x2="{xx:.1}" y2="{:.1}" stroke="#eee"/>"##,
+            TOP + ph
+        );
+        let _ = writeln!(
+            o,
+            r#"<text x="{xx:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            TOP + ph + 18.0,
+            human(s as u64)
+        );
         s *= 2.0;
     }
-    let _ = writeln!(o, r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#);
-    let _ = writeln!(o, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">request size (bytes)</text>"#, LEFT + pw / 2.0, H - 15.0);
+    let _ = writeln!(
+        o,
+        r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
+    );
+    let _ = writeln!(
+        o,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">request size (bytes)</text>"#,
+        LEFT + pw / 2.0,
+        H - 15.0
+    );
     let _ = writeln!(
         o,
         r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">GB/s</text>"#,
@@ -132,11 +176,25 @@ pub fn svg(rows: &[Row], title: &str, bound: Option<(f64, &str)>) -> String {
             r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#555" stroke-dasharray="2,4" stroke-width="1.5"/>"##,
             LEFT + pw
         );
-        let _ = writeln!(o, r##"<text x="{:.1}" y="{:.1}" fill="#555">{}</text>"##, LEFT + 6.0, yy - 5.0, esc(label));
+        let _ = writeln!(
+            o,
+            r##"<text x="{:.1}" y="{:.1}" fill="#555">{}</text>"##,
+            LEFT + 6.0,
+            yy - 5.0,
+            esc(label)
+        );
     }
     for (i, s) in series.iter().enumerate() {
-        let pts: Vec<String> = s.points.iter().map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b))).collect();
-        let dash = if s.dashed { r#" stroke-dasharray="6,4""# } else { "" };
+        let pts: Vec<String> = s
+            .points
+            .iter()
+            .map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b)))
+            .collect();
+        let dash = if s.dashed {
+            r#" stroke-dasharray="6,4""#
+        } else {
+            ""
+        };
         let _ = writeln!(
             o,
             r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"{dash}/>"#,
@@ -144,7 +202,13 @@ pub fn svg(rows: &[Row], title: &str, bound: Option<(f64, &str)>) -> String {
             s.colour
         );
         for &(a, b) in &s.points {
-            let _ = writeln!(o, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}"/>"#, x(a), y(b), s.colour);
+            let _ = writeln!(
+                o,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}"/>"#,
+                x(a),
+                y(b),
+                s.colour
+            );
         }
         let ly = TOP + 10.0 + i as f64 * 18.0;
         let lx = LEFT + pw + 12.0;
@@ -154,7 +218,13 @@ pub fn svg(rows: &[Row], title: &str, bound: Option<(f64, &str)>) -> String {
             lx + 22.0,
             s.colour
         );
-        let _ = writeln!(o, r#"<text x="{:.1}" y="{:.1}">{}</text>"#, lx + 28.0, ly + 4.0, esc(&s.name));
+        let _ = writeln!(
+            o,
+            r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
+            lx + 28.0,
+            ly + 4.0,
+            esc(&s.name)
+        );
     }
     o.push_str("</svg>\n");
     o
@@ -208,7 +278,11 @@ mod tests {
         ];
         let s = svg(&rows, "t <x>", Some((39.0, "PCIe bound")));
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
-        assert_eq!(s.matches("<polyline").count(), 3, "ring xts, cpu xts, ring raid6");
+        assert_eq!(
+            s.matches("<polyline").count(),
+            3,
+            "ring xts, cpu xts, ring raid6"
+        );
         assert!(s.contains("PCIe bound") && s.contains("t &lt;x&gt;"));
         assert!(s.contains("aes128-xts (1 CPU thread)"));
         // The best depth is drawn: 35, not 30, at 1 MiB (y of 35 on a 0..50 axis).

@@ -58,8 +58,10 @@ impl Transport for DeviceTransport<'_> {
 }
 
 /// Tuning of the serve loop.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ServeOptions {
+    /// Where to write a statistics snapshot (JSON) about once a second.
+    pub stats_file: Option<std::path::PathBuf>,
     /// Busy-poll this long after the last work before sleeping.
     pub spin: Duration,
     /// Most requests taken from the ring per batch.
@@ -71,6 +73,7 @@ pub struct ServeOptions {
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
+            stats_file: None,
             spin: Duration::from_micros(50),
             max_batch: 256,
             idle_tick: Duration::from_millis(50),
@@ -159,8 +162,15 @@ pub fn serve(
     let mut last_work = Instant::now();
     let mut draining = false;
     let mut failure: Option<ServeError> = None;
+    let mut last_stats = Instant::now();
     loop {
         h.heartbeat.fetch_add(1, Ordering::Relaxed);
+        if let Some(path) = &opts.stats_file {
+            if last_stats.elapsed() >= Duration::from_secs(1) {
+                last_stats = Instant::now();
+                write_stats(path, stats, backend);
+            }
+        }
         if stop.load(Ordering::Relaxed) && !draining {
             draining = true;
             h.helper_state
@@ -248,4 +258,19 @@ pub fn serve(
     h.cq_doorbell.fetch_add(1, Ordering::SeqCst);
     futex_wake(&h.cq_doorbell);
     failure.map_or(Ok(()), Err)
+}
+
+/// Writes a snapshot atomically (temporary file, then rename).
+fn write_stats(path: &std::path::Path, stats: &Stats, backend: &dyn Backend) {
+    let snap = stats.snapshot(backend.name(), backend.decisions());
+    let Ok(json) = serde_json::to_string_pretty(&snap) else {
+        return;
+    };
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, json)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .is_err()
+    {
+        log::debug!("could not write statistics to {}", path.display());
+    }
 }

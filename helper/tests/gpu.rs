@@ -6,14 +6,10 @@
 use kgpu_common::abi::{backend, Status};
 use kgpu_helper::cuda::{device_count, CudaBackend, CudaOptions};
 use kgpu_helper::dispatch::CpuServices;
-use kgpu_helper::serve::{serve, RegionTransport, ServeOptions};
 use kgpu_helper::shm::RegionSpec;
-use kgpu_helper::standin::{SubmitError, Submitter};
-use kgpu_helper::stats::Stats;
+use kgpu_helper::standin::Submitter;
 use kgpu_helper::workload::{random_aes, Job, Rng, AES_OPS};
 use kgpu_raid6::proto::{op as r6op, Raid6Params};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn gpu_present() -> bool {
@@ -26,38 +22,19 @@ fn gpu_present() -> bool {
     }
 }
 
-fn run(sub: &Submitter, job: &Job, services: &CpuServices) -> (Status, u32) {
-    let want = job.direct(services);
-    let st = job.stage(sub).expect("room in the data area");
-    if !job.in_place && job.output_init.is_empty() {
-        sub.write(
-            st.request.output,
-            &vec![0x5a; st.request.output.len as usize],
-        );
-    }
-    let t = loop {
-        match sub.submit(&st.request) {
-            Ok(t) => break t,
-            Err(SubmitError::Busy) => std::thread::yield_now(),
-            Err(e) => panic!("{e}"),
-        }
+mod common;
+use common::{on_gpu as ran_on_gpu, run_and_check as run, InProcessHelper};
+
+/// A CUDA helper that sends everything to the GPU, however small.
+fn cuda_helper(sub: &Submitter) -> InProcessHelper {
+    let make = |area| {
+        let opts = CudaOptions {
+            gpu_min_bytes: Some(0),
+            ..CudaOptions::default()
+        };
+        CudaBackend::new(area, opts).expect("CUDA backend")
     };
-    let c = sub.wait(t, Duration::from_secs(60)).unwrap();
-    match want {
-        Ok(bytes) => {
-            assert_eq!(c.status, Status::Ok, "{}", job.name());
-            assert_eq!(
-                st.output(sub, c.bytes),
-                bytes,
-                "{} {} bytes",
-                job.name(),
-                job.input.len()
-            );
-        }
-        Err(s) => assert_eq!(c.status, s, "{}", job.name()),
-    }
-    st.free(sub);
-    (c.status, c.backend)
+    InProcessHelper::start(sub, make, Duration::from_secs(120))
 }
 
 #[test]
@@ -74,34 +51,7 @@ fn gpu_backend_matches_cpu_through_the_ring() {
         },
     )
     .unwrap();
-    let region = Arc::clone(sub.region());
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = Arc::clone(&stop);
-    let helper = std::thread::spawn(move || {
-        // Everything to the GPU, however small.
-        let opts = CudaOptions {
-            gpu_min_bytes: Some(0),
-            ..CudaOptions::default()
-        };
-        let mut be = CudaBackend::new(region.data(), opts).expect("CUDA backend");
-        serve(
-            &region,
-            &RegionTransport,
-            &mut be,
-            &s2,
-            ServeOptions::default(),
-            &Stats::default(),
-        )
-        .unwrap();
-    });
-    let t0 = Instant::now();
-    while !sub.helper_attached() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "helper never attached"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let helper = cuda_helper(&sub);
     let services = CpuServices::new();
     let mut rng = Rng::new(0x9e1);
     let mut on_gpu = 0;
@@ -117,9 +67,8 @@ fn gpu_backend_matches_cpu_through_the_ring() {
             (3 << 20) + 4096,
         ] {
             let job = random_aes(&mut rng, op, len);
-            let (s, b) = run(&sub, &job, &services);
             total += 1;
-            on_gpu += u32::from(s == Status::Ok && b == backend::GPU);
+            on_gpu += u32::from(ran_on_gpu(run(&sub, &job, &services)));
         }
     }
     // CTR with a partial last block, XTS with ciphertext stealing.
@@ -136,9 +85,8 @@ fn gpu_backend_matches_cpu_through_the_ring() {
         };
         let key = rng.bytes(32);
         let job = Job::aes(op, key, 0, rng.bytes(len), unit, params, Vec::new());
-        let (s, b) = run(&sub, &job, &services);
         total += 1;
-        on_gpu += u32::from(s == Status::Ok && b == backend::GPU);
+        on_gpu += u32::from(ran_on_gpu(run(&sub, &job, &services)));
     }
     // RAID6: every operation on random arrays.
     for (disks, unit) in [(4u32, 64u32), (7, 4096), (16, 65536), (24, 4160)] {
@@ -189,9 +137,8 @@ fn gpu_backend_matches_cpu_through_the_ring() {
             },
         ];
         for job in &jobs {
-            let (s, b) = run(&sub, job, &services);
             total += 1;
-            on_gpu += u32::from(s == Status::Ok && b == backend::GPU);
+            on_gpu += u32::from(ran_on_gpu(run(&sub, job, &services)));
         }
     }
     // A request the service rejects still gets its precise error.
@@ -206,8 +153,7 @@ fn gpu_backend_matches_cpu_through_the_ring() {
     );
     let (s, _) = run(&sub, &bad, &services);
     assert_eq!(s, Status::BadLength);
-    stop.store(true, Ordering::Relaxed);
-    helper.join().unwrap();
+    drop(helper);
     eprintln!("{on_gpu} of {total} requests ran on the GPU");
     assert_eq!(on_gpu, total, "every valid request ran on the GPU");
 }
@@ -229,20 +175,7 @@ fn many_large_requests_in_flight_are_all_correct() {
         },
     )
     .unwrap();
-    let region = Arc::clone(sub.region());
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = Arc::clone(&stop);
-    let helper = std::thread::spawn(move || {
-        let opts = CudaOptions {
-            gpu_min_bytes: Some(0),
-            ..CudaOptions::default()
-        };
-        let mut be = CudaBackend::new(region.data(), opts).expect("CUDA backend");
-        serve(&region, &RegionTransport, &mut be, &s2, ServeOptions::default(), &Stats::default()).unwrap();
-    });
-    while !sub.helper_attached() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let helper = cuda_helper(&sub);
     let services = CpuServices::new();
     let mut rng = Rng::new(0x10ad);
     let ops = [
@@ -262,19 +195,30 @@ fn many_large_requests_in_flight_are_all_correct() {
         let want = job.direct(&services).unwrap();
         jobs.push((job, want));
     }
-    let staged: Vec<_> = jobs.iter().map(|(j, _)| j.stage(&sub).expect("room")).collect();
+    let staged: Vec<_> = jobs
+        .iter()
+        .map(|(j, _)| j.stage(&sub).expect("room"))
+        .collect();
     let reqs: Vec<_> = staged.iter().map(|s| s.request).collect();
     let t0 = Instant::now();
     let tickets = sub.submit_batch(&reqs).unwrap();
+    let done: Vec<_> = tickets
+        .into_iter()
+        .map(|t| sub.wait(t, Duration::from_secs(60)).unwrap())
+        .collect();
+    let dt = t0.elapsed();
     let mut bytes = 0u64;
-    for (((job, want), st), t) in jobs.iter().zip(&staged).zip(tickets) {
-        let c = sub.wait(t, Duration::from_secs(60)).unwrap();
+    for (((job, want), st), c) in jobs.iter().zip(&staged).zip(done) {
         assert_eq!(c.status, Status::Ok, "{}", job.name());
         assert_eq!(c.backend, backend::GPU);
-        assert!(st.output(&sub, c.bytes) == *want, "{} {} bytes differs under load", job.name(), job.input.len());
+        assert!(
+            st.output(&sub, c.bytes) == *want,
+            "{} {} bytes differs under load",
+            job.name(),
+            job.input.len()
+        );
         bytes += job.payload();
     }
-    let dt = t0.elapsed();
     eprintln!(
         "{} requests, {} MiB in {:.1} ms: {:.1} GB/s, all correct",
         jobs.len(),
@@ -282,6 +226,5 @@ fn many_large_requests_in_flight_are_all_correct() {
         dt.as_secs_f64() * 1e3,
         bytes as f64 / dt.as_secs_f64() / 1e9
     );
-    stop.store(true, Ordering::Relaxed);
-    helper.join().unwrap();
+    drop(helper);
 }

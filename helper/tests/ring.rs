@@ -23,90 +23,21 @@ fn small_spec() -> RegionSpec {
     }
 }
 
-/// Runs a helper serve loop on a thread of this process.
-struct InProcessHelper {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+mod common;
+use common::{run_and_check, InProcessHelper};
 
-impl InProcessHelper {
-    fn start(sub: &Submitter, workers: usize) -> Self {
-        let region = Arc::clone(sub.region());
-        let stop = Arc::new(AtomicBool::new(false));
-        let s2 = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut be = CpuBackend::new(region.data(), workers);
-            let stats = Stats::default();
-            serve(
-                &region,
-                &RegionTransport,
-                &mut be,
-                &s2,
-                ServeOptions::default(),
-                &stats,
-            )
-            .unwrap();
-        });
-        let t0 = Instant::now();
-        while !sub.helper_attached() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(5),
-                "helper never attached"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        InProcessHelper {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for InProcessHelper {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-/// Stages, submits (retrying while busy), waits, checks against the direct run.
-fn run_and_check(sub: &Submitter, job: &Job, services: &CpuServices) {
-    let want = job.direct(services);
-    let staged = loop {
-        if let Some(s) = job.stage(sub) {
-            break s;
-        }
-        std::thread::yield_now();
-    };
-    let t = loop {
-        match sub.submit(&staged.request) {
-            Ok(t) => break t,
-            Err(SubmitError::Busy) => std::thread::yield_now(),
-            Err(e) => panic!("submit: {e}"),
-        }
-    };
-    let c = sub.wait(t, Duration::from_secs(30)).expect("completion");
-    match want {
-        Ok(bytes) => {
-            assert_eq!(c.status, Status::Ok, "{}", job.name());
-            assert_eq!(
-                staged.output(sub, c.bytes),
-                bytes,
-                "{} output differs",
-                job.name()
-            );
-        }
-        Err(s) => assert_eq!(c.status, s, "{}", job.name()),
-    }
-    staged.free(sub);
+fn cpu_helper(sub: &Submitter, workers: usize) -> InProcessHelper {
+    InProcessHelper::start(
+        sub,
+        move |area| CpuBackend::new(area, workers),
+        Duration::from_secs(5),
+    )
 }
 
 #[test]
 fn many_submitters_one_helper_every_result_checked() {
     let sub = Arc::new(Submitter::create(None, small_spec()).unwrap());
-    let _helper = InProcessHelper::start(&sub, 2);
+    let _helper = cpu_helper(&sub, 2);
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
             let sub = Arc::clone(&sub);
@@ -148,7 +79,7 @@ fn many_submitters_one_helper_every_result_checked() {
 #[test]
 fn bad_requests_get_errors_and_the_helper_keeps_serving() {
     let sub = Submitter::create(None, small_spec()).unwrap();
-    let _helper = InProcessHelper::start(&sub, 0);
+    let _helper = cpu_helper(&sub, 0);
     let size = sub.region().geometry().data_size;
     let buf = sub.alloc(4096).unwrap();
     let key = sub.alloc(32).unwrap();
@@ -359,4 +290,79 @@ fn helper_killed_mid_run_loses_nothing_and_a_new_helper_takes_over() {
     let status = child2.wait().unwrap();
     assert!(status.success(), "clean exit on SIGTERM");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn corrupt_region_header_is_refused_with_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("kgpu-hdr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("region");
+    drop(Submitter::create(Some(&path), small_spec()).unwrap());
+    let good = std::fs::read(&path).unwrap();
+    // Offsets in RegionHeader: magic at 0, version at 8, sq_entries at 32.
+    let cases: [(usize, &[u8], &str); 3] = [
+        (0, b"NOTKGPU!", "bad magic"),
+        (8, &7u32.to_le_bytes(), "ABI version mismatch"),
+        (32, &63u32.to_le_bytes(), "ring size"),
+    ];
+    for (off, bytes, want) in cases {
+        let mut bad = good.clone();
+        bad[off..off + bytes.len()].copy_from_slice(bytes);
+        std::fs::write(&path, &bad).unwrap();
+        let out = Command::new(helper_bin())
+            .args(["serve", "--backend", "cpu", "--region"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(msg.contains(want), "{want}: {msg}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn corrupt_submission_ring_stops_the_helper_cleanly() {
+    let sub = Submitter::create(None, small_spec()).unwrap();
+    let region = Arc::clone(sub.region());
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = Arc::clone(&stop);
+    let r2 = Arc::clone(&region);
+    let t = std::thread::spawn(move || {
+        let mut be = CpuBackend::new(r2.data(), 0);
+        serve(
+            &r2,
+            &RegionTransport,
+            &mut be,
+            &s2,
+            ServeOptions::default(),
+            &Stats::default(),
+        )
+    });
+    wait_attached(&sub);
+    // Requests in flight are answered before the helper stops.
+    let services = CpuServices::new();
+    run_and_check(&sub, &Job::echo(vec![1; 4096]), &services);
+    // The submitter's tail jumps far past the head: impossible.
+    let g = *region.geometry();
+    // SAFETY: the SQ indices lie at sq_off in the mapping.
+    let idx = unsafe {
+        &*region
+            .base()
+            .add(g.sq_off as usize)
+            .cast::<kgpu_common::abi::RingIndices>()
+    };
+    idx.tail.store(
+        idx.head.load(Ordering::Relaxed).wrapping_add(10_000),
+        Ordering::Release,
+    );
+    region.header().sq_doorbell.fetch_add(1, Ordering::SeqCst);
+    kgpu_helper::shm::futex_wake(&region.header().sq_doorbell);
+    let r = t.join().unwrap();
+    assert!(
+        matches!(r, Err(kgpu_helper::serve::ServeError::CorruptRing { .. })),
+        "{r:?}"
+    );
+    assert!(!sub.helper_attached());
+    stop.store(true, Ordering::Relaxed);
 }

@@ -128,6 +128,14 @@ test_echo_standin() {
     expect_eq in_flight "$(stat_of in_flight)" 0 && stop_server
 }
 
+test_parallel_standin() {
+    # Four submitting threads racing on the rings, the slot table and the
+    # allocator, with the doorbell and the poll reaping concurrently.
+    start_server $KTEST serve echo || return 1
+    selftest echo 20000 64 4096 par=4 || return 1
+    grep -q 'result: PASS' $D/selftest && expect_eq in_flight "$(stat_of in_flight)" 0
+}
+
 test_error_status_propagates() {
     # The stand-in only knows ECHO: AES requests come back with an error.
     start_server $KTEST serve echo || return 1
@@ -183,6 +191,25 @@ test_nosleep_timeouts() {
     grep nosleep: $D/selftest >> /tmp/t.info
     expect_eq "timeouts + spin timeouts" "$(( $(field timeouts) + spins ))" 80 \
         && expect_eq spin_timeouts "$spins" 10 && expect_eq outstanding "$(field outstanding)" 0
+}
+
+test_heartbeat_stall() {
+    # A helper that stops (heartbeat included) with requests in flight: they
+    # fail after heartbeat_timeout_ms, not request_timeout_ms, and new ones go
+    # to the CPU path at once.
+    echo 500 > $P/heartbeat_timeout_ms
+    before=$(stat_of stalls)
+    start_server $KTEST serve freeze || return 1
+    selftest echo 3000 16
+    r=$?
+    echo 2000 > $P/heartbeat_timeout_ms
+    [ $r = 0 ] || return 1
+    expect_eq outstanding "$(field outstanding)" 0 && expect_eq mismatches "$(field mismatches)" 0 || return 1
+    [ "$(field ok)" -le 100 ] && [ "$(field timeouts)" -gt 0 ] && [ "$(field nohelper)" -gt 0 ] \
+        || { echo "unexpected split"; return 1; }
+    [ "$(field elapsed_ms)" -lt 5000 ] || { echo "took the request timeout, not the heartbeat"; return 1; }
+    expect_eq state "$(stat_of state)" stalled && [ "$(stat_of stalls)" -gt "$before" ] || return 1
+    stop_server
 }
 
 test_corrupt_ring() {
@@ -265,12 +292,21 @@ helper_cmd() {
 test_helper_echo() {
     start_server $(helper_cmd) || return 1
     selftest echo 5000 32 16384 || return 1
-    grep -q 'result: PASS' $D/selftest
+    grep -q 'result: PASS' $D/selftest || return 1
+    # The per-service counters (submitted ok errors timeouts nohelper busy
+    # detach_failed bytes_in bytes_out avg_latency_ns), for the record.
+    grep -E '^(service|echo) ' $D/stats >> /tmp/t.info
 }
 
 test_helper_aes() {
     start_server $(helper_cmd) || return 1
     selftest aes 3000 32 4096 || return 1
+    grep -q 'result: PASS' $D/selftest
+}
+
+test_helper_aes_parallel() {
+    start_server $(helper_cmd) || return 1
+    selftest aes 4000 32 4096 par=4 || return 1
     grep -q 'result: PASS' $D/selftest
 }
 
@@ -401,11 +437,13 @@ t non_root_refused test_nonroot
 t attach_validation test_attach_errors
 t no_helper_fails_fast test_no_helper
 t standin_echo_selftest test_echo_standin
+t parallel_submitters_standin test_parallel_standin
 t error_status_propagates test_error_status_propagates
 t selftest_detects_wrong_data test_selftest_detects_wrong_data
 t hostile_completions_ignored test_hostile_completions
 t timeouts_complete_everything test_timeouts
 t nosleep_calls_time_out test_nosleep_timeouts
+t heartbeat_stall_fails_fast test_heartbeat_stall
 t corrupt_ring_fails_safely test_corrupt_ring
 t drain_then_hangup test_drain
 t standin_killed_mid_run test_kill_standin
@@ -417,6 +455,7 @@ if [ -x $HELPER ] && $HELPER serve --help >/dev/null 2>&1; then
     HAVE_HELPER=1
     t helper_echo_selftest test_helper_echo
     t helper_aes_matches_kernel test_helper_aes
+    t helper_aes_parallel_submitters test_helper_aes_parallel
     t helper_raid6_matches_kernel test_helper_raid6
     t helper_nosleep_spinning_calls test_helper_nosleep
     t helper_second_refused test_helper_second_refused
@@ -426,6 +465,7 @@ else
     skip helper "kgpu-helper not built or has no 'serve' (helper tests not run)"
 fi
 
+[ -f /tests-gaes.sh ] && . /tests-gaes.sh
 . /tests-gpq.sh
 
 stop_server >/dev/null 2>&1

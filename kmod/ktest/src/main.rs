@@ -13,6 +13,7 @@
 //!     silent    take requests and never answer
 //!     corrupt   answer a few, then write an impossible completion-ring tail
 //!     wrongdata answer with one byte changed
+//!     freeze    answer 100 requests, then stop everything, heartbeat included
 //!     drain     answer correctly, ask the kernel to drain after 200 requests,
 //!               exit when poll() reports POLLHUP
 //! ```
@@ -344,6 +345,7 @@ enum Mode {
     Corrupt,
     WrongData,
     Drain,
+    Freeze,
 }
 
 fn serve(mode: Mode) -> ! {
@@ -393,6 +395,12 @@ fn serve(mode: Mode) -> ! {
         r.header().heartbeat.fetch_add(1, Ordering::Relaxed);
         let mut posted = false;
         while let Ok(Some(sqe)) = sq.pop() {
+            if mode == Mode::Freeze && served == 100 {
+                println!("kgpu-ktest: freezing");
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            }
             served += 1;
             if mode == Mode::Silent {
                 continue;
@@ -503,6 +511,7 @@ fn main() {
                 Some("corrupt") => Mode::Corrupt,
                 Some("wrongdata") => Mode::WrongData,
                 Some("drain") => Mode::Drain,
+                Some("freeze") => Mode::Freeze,
                 Some(m) => {
                     eprintln!("kgpu-ktest: unknown serve mode {m}");
                     exit(2)
@@ -511,7 +520,7 @@ fn main() {
             serve(mode)
         }
         _ => {
-            eprintln!("usage: kgpu-ktest open-twice|open-as-nobody|attach-errors|serve [echo|garbage|silent|corrupt|wrongdata|drain]");
+            eprintln!("usage: kgpu-ktest open-twice|open-as-nobody|attach-errors|serve [echo|garbage|silent|corrupt|wrongdata|drain|freeze]");
             exit(2)
         }
     }

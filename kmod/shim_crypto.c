@@ -1,0 +1,585 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * gaes: the C side of the GPU AES skciphers (the logic is in gaes.rs).
+ *
+ * Linux 6.12's Rust crate has no crypto abstractions, so this file holds only
+ * what needs the C API: the four `skcipher_alg` registrations and their entry
+ * points (which forward to Rust), the per-tfm CPU fallback (the kernel's own
+ * synchronous implementation of the same algorithm), request accessors and
+ * completion, scatterlist helpers, the batch window timers, the CPU redo work
+ * item, a spinlock, the module parameters and the debugfs counters file.
+ */
+
+#include <linux/debugfs.h>
+#include <linux/hrtimer.h>
+#include <linux/interrupt.h>
+#include <linux/ktime.h>
+#include <linux/module.h>
+#include <linux/scatterlist.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/workqueue.h>
+#include <crypto/aes.h>
+#include <crypto/internal/skcipher.h>
+
+/* ---- Rust entry points (gaes.rs) ---------------------------------------- */
+int gaes_rs_setkey(void *tctx, const u8 *key, unsigned int len);
+int gaes_rs_crypt(struct skcipher_request *req, void *tctx, void *rctx, unsigned int mode,
+		  bool enc);
+void gaes_rs_timer(unsigned int slot);
+void gaes_rs_work(void);
+size_t gaes_rs_stats(char *buf, size_t len);
+void gaes_rs_reset_stats(void);
+size_t gaes_rs_tfm_ctx_size(void);
+size_t gaes_rs_req_ctx_size(void);
+
+/* Called by gaes.rs. */
+struct gaes_req_info;
+int gaes_shim_register(void);
+void gaes_shim_unregister(void);
+unsigned int gaes_shim_param(unsigned int which);
+void gaes_shim_req_info(struct skcipher_request *req, struct gaes_req_info *info);
+void *gaes_shim_req_ctx(struct skcipher_request *req);
+int gaes_shim_fallback(struct skcipher_request *req, bool enc);
+void gaes_shim_complete(struct skcipher_request *req, int err);
+struct scatterlist *gaes_shim_sg_alloc(unsigned int n);
+void gaes_shim_sg_free(struct scatterlist *sg);
+void gaes_shim_sg_reset(struct scatterlist *tbl, unsigned int cap);
+unsigned int gaes_shim_sg_count(struct scatterlist *src, unsigned int len);
+int gaes_shim_sg_append(struct scatterlist *tbl, unsigned int used, unsigned int cap,
+			struct scatterlist *src, unsigned int len);
+void gaes_shim_sg_mark_end(struct scatterlist *tbl, unsigned int idx);
+size_t gaes_shim_sg_copy(struct scatterlist *sg, size_t skip, u8 *buf, size_t len, bool to_buf);
+void *gaes_shim_zalloc(size_t size);
+void gaes_shim_free(void *p);
+unsigned long gaes_shim_lock(void);
+void gaes_shim_unlock(unsigned long flags);
+u64 gaes_shim_now_ns(void);
+void gaes_shim_timer_arm(unsigned int slot, unsigned int us);
+void gaes_shim_queue_work(void);
+
+/* ---- module parameters ---------------------------------------------------- */
+
+static int gaes_priority = 200;
+module_param(gaes_priority, int, 0444);
+MODULE_PARM_DESC(gaes_priority,
+		 "crypto priority of gaes_ecb/cbc/ctr/xts (default 200: below the AES-NI drivers, users opt in by driver name)");
+
+static unsigned int gaes_window_us = 200;
+module_param(gaes_window_us, uint, 0644);
+MODULE_PARM_DESC(gaes_window_us, "longest time a batch stays open collecting requests (microseconds)");
+
+static unsigned int gaes_batch_kb = 512;
+module_param(gaes_batch_kb, uint, 0644);
+MODULE_PARM_DESC(gaes_batch_kb, "a batch is sent when it holds this many KiB");
+
+static unsigned int gaes_batch_reqs = 256;
+module_param(gaes_batch_reqs, uint, 0644);
+MODULE_PARM_DESC(gaes_batch_reqs, "a batch is sent when it holds this many requests (at most 256)");
+
+static unsigned int gaes_cpu_max_bytes = 2048;
+module_param(gaes_cpu_max_bytes, uint, 0644);
+MODULE_PARM_DESC(gaes_cpu_max_bytes,
+		 "requests shorter than this run on the CPU unless they join a batch (0: every request may go to the helper)");
+
+static unsigned int gaes_max_batches = 16;
+module_param(gaes_max_batches, uint, 0644);
+MODULE_PARM_DESC(gaes_max_batches,
+		 "batches open or in flight at once (at most 16); beyond, requests run on the CPU");
+
+enum { GAES_P_WINDOW_US, GAES_P_BATCH_KB, GAES_P_BATCH_REQS, GAES_P_CPU_MAX, GAES_P_MAX_BATCHES };
+
+unsigned int gaes_shim_param(unsigned int which)
+{
+	switch (which) {
+	case GAES_P_WINDOW_US:
+		return READ_ONCE(gaes_window_us);
+	case GAES_P_BATCH_KB:
+		return READ_ONCE(gaes_batch_kb);
+	case GAES_P_BATCH_REQS:
+		return READ_ONCE(gaes_batch_reqs);
+	case GAES_P_CPU_MAX:
+		return READ_ONCE(gaes_cpu_max_bytes);
+	case GAES_P_MAX_BATCHES:
+		return READ_ONCE(gaes_max_batches);
+	}
+	return 0;
+}
+
+/* ---- contexts -------------------------------------------------------------- */
+
+/* Room reserved for the Rust parts (checked against gaes.rs at registration). */
+#define GAES_RS_TFM 128
+#define GAES_RS_REQ 32
+
+struct gaes_tfm_ctx {
+	u64 rs[GAES_RS_TFM / 8];
+	struct crypto_skcipher *fallback;
+};
+
+struct gaes_req_ctx {
+	u64 rs[GAES_RS_REQ / 8];
+	struct skcipher_request fb; /* the fallback's request; its context follows */
+};
+
+/* What gaes.rs reads of a request. */
+struct gaes_req_info {
+	struct scatterlist *src;
+	struct scatterlist *dst;
+	u8 *iv;
+	u32 len;
+	u32 flags;
+};
+
+void gaes_shim_req_info(struct skcipher_request *req, struct gaes_req_info *info)
+{
+	info->src = req->src;
+	info->dst = req->dst;
+	info->iv = req->iv;
+	info->len = req->cryptlen;
+	info->flags = req->base.flags;
+}
+
+/*
+ * Runs the request on the CPU with the fallback tfm (synchronous: it was
+ * allocated with CRYPTO_ALG_ASYNC masked); the fallback updates req->iv the
+ * way the kernel's templates do. Any context.
+ */
+int gaes_shim_fallback(struct skcipher_request *req, bool enc)
+{
+	struct gaes_tfm_ctx *ctx = crypto_skcipher_ctx(crypto_skcipher_reqtfm(req));
+	struct gaes_req_ctx *rctx = skcipher_request_ctx(req);
+	struct skcipher_request *sub = &rctx->fb;
+
+	skcipher_request_set_tfm(sub, ctx->fallback);
+	skcipher_request_set_callback(sub, req->base.flags & CRYPTO_TFM_REQ_MAY_SLEEP, NULL, NULL);
+	skcipher_request_set_crypt(sub, req->src, req->dst, req->cryptlen, req->iv);
+	return enc ? crypto_skcipher_encrypt(sub) : crypto_skcipher_decrypt(sub);
+}
+
+/*
+ * Completes a request that was answered -EINPROGRESS. Crypto completions run
+ * with bottom halves off (as the crypto engine and the tasklet drivers do).
+ */
+void gaes_shim_complete(struct skcipher_request *req, int err)
+{
+	if (!in_hardirq() && !irqs_disabled()) {
+		local_bh_disable();
+		skcipher_request_complete(req, err);
+		local_bh_enable();
+	} else {
+		skcipher_request_complete(req, err);
+	}
+}
+
+/* ---- scatterlists ------------------------------------------------------------ */
+
+struct scatterlist *gaes_shim_sg_alloc(unsigned int n)
+{
+	struct scatterlist *sg = kcalloc(n, sizeof(*sg), GFP_KERNEL);
+
+	if (sg)
+		sg_init_table(sg, n);
+	return sg;
+}
+
+void gaes_shim_sg_free(struct scatterlist *sg)
+{
+	kfree(sg);
+}
+
+/* Clears the table for a new batch (end mark on the last entry). */
+void gaes_shim_sg_reset(struct scatterlist *tbl, unsigned int cap)
+{
+	sg_init_table(tbl, cap);
+}
+
+/* Entries needed to describe src[0..len), or UINT_MAX if src is shorter. */
+unsigned int gaes_shim_sg_count(struct scatterlist *src, unsigned int len)
+{
+	unsigned int n = 0;
+
+	for (; src && len; src = sg_next(src)) {
+		if (!src->length)
+			continue;
+		len -= min(src->length, len);
+		n++;
+	}
+	return len ? UINT_MAX : n;
+}
+
+/*
+ * Appends the entries describing src[0..len) to tbl[used..cap); returns the new
+ * count, or -1 when they do not fit or src is shorter than len.
+ */
+int gaes_shim_sg_append(struct scatterlist *tbl, unsigned int used, unsigned int cap,
+			struct scatterlist *src, unsigned int len)
+{
+	for (; src && len; src = sg_next(src)) {
+		unsigned int n = min(src->length, len);
+
+		if (!n)
+			continue;
+		if (used >= cap)
+			return -1;
+		sg_set_page(&tbl[used], sg_page(src), n, src->offset);
+		used++;
+		len -= n;
+	}
+	return len ? -1 : (int)used;
+}
+
+void gaes_shim_sg_mark_end(struct scatterlist *tbl, unsigned int idx)
+{
+	sg_mark_end(&tbl[idx]);
+}
+
+/* Copies between a scatterlist at skip and a buffer; returns the bytes copied. */
+size_t gaes_shim_sg_copy(struct scatterlist *sg, size_t skip, u8 *buf, size_t len, bool to_buf)
+{
+	if (to_buf)
+		return sg_pcopy_to_buffer(sg, sg_nents(sg), buf, len, skip);
+	return sg_pcopy_from_buffer(sg, sg_nents(sg), buf, len, skip);
+}
+
+/* ---- memory, lock, time ------------------------------------------------------ */
+
+void *gaes_shim_zalloc(size_t size)
+{
+	return kvzalloc(size, GFP_KERNEL);
+}
+
+void gaes_shim_free(void *p)
+{
+	kvfree(p);
+}
+
+static DEFINE_SPINLOCK(gaes_lock);
+
+unsigned long gaes_shim_lock(void)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&gaes_lock, flags);
+	return flags;
+}
+
+void gaes_shim_unlock(unsigned long flags)
+{
+	spin_unlock_irqrestore(&gaes_lock, flags);
+}
+
+u64 gaes_shim_now_ns(void)
+{
+	return ktime_get_ns();
+}
+
+/* ---- batch window timers and the CPU redo work -------------------------------- */
+
+#define GAES_SLOTS 8
+static struct hrtimer gaes_timers[GAES_SLOTS];
+
+static enum hrtimer_restart gaes_timer_fn(struct hrtimer *t)
+{
+	gaes_rs_timer(t - gaes_timers);
+	return HRTIMER_NORESTART;
+}
+
+/* (Re)arms the window timer of a slot; it fires in softirq context. */
+void gaes_shim_timer_arm(unsigned int slot, unsigned int us)
+{
+	if (slot < GAES_SLOTS)
+		hrtimer_start(&gaes_timers[slot], ns_to_ktime((u64)max(us, 1u) * NSEC_PER_USEC),
+			      HRTIMER_MODE_REL_SOFT);
+}
+
+static struct workqueue_struct *gaes_wq;
+
+static void gaes_work_fn(struct work_struct *w)
+{
+	gaes_rs_work();
+}
+
+static DECLARE_WORK(gaes_work, gaes_work_fn);
+
+void gaes_shim_queue_work(void)
+{
+	queue_work(gaes_wq, &gaes_work);
+}
+
+/* ---- the algorithms ----------------------------------------------------------- */
+
+enum { GAES_ECB, GAES_CBC, GAES_CTR, GAES_XTS };
+
+static int gaes_setkey(struct crypto_skcipher *tfm, const u8 *key, unsigned int len)
+{
+	struct gaes_tfm_ctx *ctx = crypto_skcipher_ctx(tfm);
+	int err;
+
+	/* The fallback checks the key (length, XTS halves, weak-key flags). */
+	crypto_skcipher_clear_flags(ctx->fallback, CRYPTO_TFM_REQ_MASK);
+	crypto_skcipher_set_flags(ctx->fallback, crypto_skcipher_get_flags(tfm) & CRYPTO_TFM_REQ_MASK);
+	err = crypto_skcipher_setkey(ctx->fallback, key, len);
+	if (err)
+		return err;
+	return gaes_rs_setkey(ctx->rs, key, len);
+}
+
+static int gaes_crypt(struct skcipher_request *req, unsigned int mode, bool enc)
+{
+	struct gaes_tfm_ctx *ctx = crypto_skcipher_ctx(crypto_skcipher_reqtfm(req));
+	struct gaes_req_ctx *rctx = skcipher_request_ctx(req);
+
+	return gaes_rs_crypt(req, ctx->rs, rctx->rs, mode, enc);
+}
+
+#define GAES_ENTRY(m, M)                                                    \
+	static int gaes_##m##_enc(struct skcipher_request *req)             \
+	{                                                                   \
+		return gaes_crypt(req, M, true);                            \
+	}                                                                   \
+	static int gaes_##m##_dec(struct skcipher_request *req)             \
+	{                                                                   \
+		return gaes_crypt(req, M, false);                           \
+	}
+GAES_ENTRY(ecb, GAES_ECB)
+GAES_ENTRY(cbc, GAES_CBC)
+GAES_ENTRY(ctr, GAES_CTR)
+GAES_ENTRY(xts, GAES_XTS)
+
+static int gaes_init_tfm(struct crypto_skcipher *tfm)
+{
+	struct gaes_tfm_ctx *ctx = crypto_skcipher_ctx(tfm);
+	struct crypto_skcipher *fb;
+
+	/* The kernel's own synchronous implementation (never another gaes). */
+	fb = crypto_alloc_skcipher(crypto_tfm_alg_name(&tfm->base), 0,
+				   CRYPTO_ALG_ASYNC | CRYPTO_ALG_NEED_FALLBACK);
+	if (IS_ERR(fb))
+		return PTR_ERR(fb);
+	memset(ctx->rs, 0, sizeof(ctx->rs));
+	ctx->fallback = fb;
+	crypto_skcipher_set_reqsize(tfm, sizeof(struct gaes_req_ctx) + crypto_skcipher_reqsize(fb));
+	return 0;
+}
+
+static void gaes_exit_tfm(struct crypto_skcipher *tfm)
+{
+	struct gaes_tfm_ctx *ctx = crypto_skcipher_ctx(tfm);
+
+	memzero_explicit(ctx->rs, sizeof(ctx->rs));
+	crypto_free_skcipher(ctx->fallback);
+}
+
+#define GAES_ALG(m, cname, bs, ivs, minks, maxks, chunk)                          \
+	GAES_ALG_NAMED(m, "gaes_" #m, cname, bs, ivs, minks, maxks, chunk)
+
+#define GAES_ALG_NAMED(m, dname, cname, bs, ivs, minks, maxks, chunk)             \
+	{                                                                       \
+		.base = {                                                       \
+			.cra_name = cname,                                      \
+			.cra_driver_name = dname,                               \
+			.cra_flags = CRYPTO_ALG_ASYNC | CRYPTO_ALG_NEED_FALLBACK, \
+			.cra_blocksize = bs,                                    \
+			.cra_ctxsize = sizeof(struct gaes_tfm_ctx),             \
+			.cra_module = THIS_MODULE,                              \
+		},                                                              \
+		.min_keysize = minks, .max_keysize = maxks, .ivsize = ivs,      \
+		.chunksize = chunk, .setkey = gaes_setkey,                      \
+		.encrypt = gaes_##m##_enc, .decrypt = gaes_##m##_dec,           \
+		.init = gaes_init_tfm, .exit = gaes_exit_tfm,                   \
+	}
+
+static struct skcipher_alg gaes_algs[] = {
+	GAES_ALG(ecb, "ecb(aes)", AES_BLOCK_SIZE, 0, AES_MIN_KEY_SIZE, AES_MAX_KEY_SIZE,
+		 AES_BLOCK_SIZE),
+	GAES_ALG(cbc, "cbc(aes)", AES_BLOCK_SIZE, AES_BLOCK_SIZE, AES_MIN_KEY_SIZE,
+		 AES_MAX_KEY_SIZE, AES_BLOCK_SIZE),
+	GAES_ALG(ctr, "ctr(aes)", 1, AES_BLOCK_SIZE, AES_MIN_KEY_SIZE, AES_MAX_KEY_SIZE,
+		 AES_BLOCK_SIZE),
+	GAES_ALG(xts, "xts(aes)", AES_BLOCK_SIZE, AES_BLOCK_SIZE, 2 * AES_MIN_KEY_SIZE,
+		 2 * AES_MAX_KEY_SIZE, AES_BLOCK_SIZE),
+};
+
+/*
+ * Copies of the four drivers (same code, driver names gaes_*_t, priority 0 so
+ * no user picks them by algorithm name), registered on demand from debugfs
+ * while a helper is attached: the kernel's self-tests (testmgr) run again,
+ * now with the helper serving the requests. They stay registered until the
+ * module is unloaded.
+ */
+static struct skcipher_alg gaes_test_algs[] = {
+	GAES_ALG_NAMED(ecb, "gaes_ecb_t", "ecb(aes)", AES_BLOCK_SIZE, 0, AES_MIN_KEY_SIZE,
+		       AES_MAX_KEY_SIZE, AES_BLOCK_SIZE),
+	GAES_ALG_NAMED(cbc, "gaes_cbc_t", "cbc(aes)", AES_BLOCK_SIZE, AES_BLOCK_SIZE,
+		       AES_MIN_KEY_SIZE, AES_MAX_KEY_SIZE, AES_BLOCK_SIZE),
+	GAES_ALG_NAMED(ctr, "gaes_ctr_t", "ctr(aes)", 1, AES_BLOCK_SIZE, AES_MIN_KEY_SIZE,
+		       AES_MAX_KEY_SIZE, AES_BLOCK_SIZE),
+	GAES_ALG_NAMED(xts, "gaes_xts_t", "xts(aes)", AES_BLOCK_SIZE, AES_BLOCK_SIZE,
+		       2 * AES_MIN_KEY_SIZE, 2 * AES_MAX_KEY_SIZE, AES_BLOCK_SIZE),
+};
+
+static DEFINE_MUTEX(gaes_test_mutex);
+static bool gaes_test_registered;
+
+/* Waits for the asynchronous self-tests of algs[0..n). */
+static void gaes_wait_tests(struct skcipher_alg *algs, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		struct crypto_skcipher *tfm =
+			crypto_alloc_skcipher(algs[i].base.cra_driver_name, 0, 0);
+
+		if (IS_ERR(tfm))
+			pr_warn("kgpu: %s unusable after its self-test (%ld)\n",
+				algs[i].base.cra_driver_name, PTR_ERR(tfm));
+		else
+			crypto_free_skcipher(tfm);
+	}
+}
+
+/* Registers the copies once; 0 when every copy passed its self-tests. */
+static int gaes_selftest_copies(void)
+{
+	int i, ret = 0;
+
+	mutex_lock(&gaes_test_mutex);
+	if (gaes_test_registered) {
+		ret = -EALREADY;
+		goto out;
+	}
+	for (i = 0; i < ARRAY_SIZE(gaes_test_algs); i++)
+		gaes_test_algs[i].base.cra_priority = 0;
+	ret = crypto_register_skciphers(gaes_test_algs, ARRAY_SIZE(gaes_test_algs));
+	if (ret)
+		goto out;
+	gaes_test_registered = true;
+	gaes_wait_tests(gaes_test_algs, ARRAY_SIZE(gaes_test_algs));
+	for (i = 0; i < ARRAY_SIZE(gaes_test_algs); i++)
+		if (!(gaes_test_algs[i].base.cra_flags & CRYPTO_ALG_TESTED))
+			ret = -EBADMSG;
+out:
+	mutex_unlock(&gaes_test_mutex);
+	return ret;
+}
+
+/* ---- debugfs: /sys/kernel/debug/kgpu/gaes --------------------------------------- */
+
+#define GAES_TEXT_MAX 4096
+
+static ssize_t gaes_stats_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	char *buf;
+	size_t len;
+	ssize_t ret;
+
+	buf = kmalloc(GAES_TEXT_MAX, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	len = gaes_rs_stats(buf, GAES_TEXT_MAX);
+	ret = simple_read_from_buffer(ubuf, count, ppos, buf, min_t(size_t, len, GAES_TEXT_MAX));
+	kfree(buf);
+	return ret;
+}
+
+/*
+ * Writing "reset" zeroes the counters (for measurements); "selftest" registers
+ * the test copies (see above) and fails with EBADMSG if one did not pass.
+ */
+static ssize_t gaes_stats_write(struct file *file, const char __user *ubuf, size_t count,
+				loff_t *ppos)
+{
+	char cmd[16] = {};
+
+	if (count >= sizeof(cmd))
+		return -EINVAL;
+	if (copy_from_user(cmd, ubuf, count))
+		return -EFAULT;
+	if (!strncmp(cmd, "reset", 5)) {
+		gaes_rs_reset_stats();
+		return count;
+	}
+	if (!strncmp(cmd, "selftest", 8)) {
+		int ret = gaes_selftest_copies();
+
+		return ret ? ret : count;
+	}
+	return -EINVAL;
+}
+
+static const struct file_operations gaes_stats_fops = {
+	.owner = THIS_MODULE,
+	.read = gaes_stats_read,
+	.write = gaes_stats_write,
+	.llseek = default_llseek,
+};
+
+static struct dentry *gaes_debugfs;
+
+/* ---- registration ----------------------------------------------------------------- */
+
+int gaes_shim_register(void)
+{
+	struct dentry *dir;
+	int i, ret;
+
+	if (gaes_rs_tfm_ctx_size() > GAES_RS_TFM || gaes_rs_req_ctx_size() > GAES_RS_REQ) {
+		pr_err("kgpu: gaes: context layout mismatch\n");
+		return -EINVAL;
+	}
+	for (i = 0; i < GAES_SLOTS; i++) {
+		hrtimer_init(&gaes_timers[i], CLOCK_MONOTONIC, HRTIMER_MODE_REL_SOFT);
+		gaes_timers[i].function = gaes_timer_fn;
+	}
+	/* dm-crypt writes back through these: the redo work must make progress. */
+	gaes_wq = alloc_workqueue("kgpu_gaes", WQ_MEM_RECLAIM | WQ_HIGHPRI, 0);
+	if (!gaes_wq)
+		return -ENOMEM;
+	for (i = 0; i < ARRAY_SIZE(gaes_algs); i++)
+		gaes_algs[i].base.cra_priority = gaes_priority;
+	ret = crypto_register_skciphers(gaes_algs, ARRAY_SIZE(gaes_algs));
+	if (ret) {
+		destroy_workqueue(gaes_wq);
+		return ret;
+	}
+	/*
+	 * The self-tests run asynchronously (and hold module references): wait
+	 * for them, so the module is usable and unloadable once loaded.
+	 */
+	gaes_wait_tests(gaes_algs, ARRAY_SIZE(gaes_algs));
+	dir = debugfs_lookup("kgpu", NULL);
+	if (dir) {
+		gaes_debugfs = debugfs_create_file("gaes", 0600, dir, NULL, &gaes_stats_fops);
+		dput(dir);
+	}
+	return 0;
+}
+
+/*
+ * No tfm exists here (each holds a module reference), so no request is
+ * pending; the timers may still be armed for empty slots.
+ */
+void gaes_shim_unregister(void)
+{
+	int i;
+
+	debugfs_remove(gaes_debugfs);
+	gaes_debugfs = NULL;
+	crypto_unregister_skciphers(gaes_algs, ARRAY_SIZE(gaes_algs));
+	if (gaes_test_registered)
+		crypto_unregister_skciphers(gaes_test_algs, ARRAY_SIZE(gaes_test_algs));
+	gaes_test_registered = false;
+	for (i = 0; i < GAES_SLOTS; i++)
+		hrtimer_cancel(&gaes_timers[i]);
+	flush_workqueue(gaes_wq);
+	destroy_workqueue(gaes_wq);
+}
+
+/* The Rust part of a request's context. */
+void *gaes_shim_req_ctx(struct skcipher_request *req)
+{
+	struct gaes_req_ctx *rctx = skcipher_request_ctx(req);
+
+	return rctx->rs;
+}

@@ -1,0 +1,319 @@
+# In-guest tests of gaes, the GPU AES skciphers (busybox sh). Sourced by
+# guest-tests.sh after the helper tests, with kgpu.ko loaded and no helper
+# attached; uses its t/skip/start_server/stop_server/helper_cmd helpers.
+# SPDX-License-Identifier: GPL-2.0-only
+
+G=/sys/kernel/debug/kgpu/gaes
+AFALG=/bin/gaes-afalg
+DMSETUP=/bin/dmsetup
+export DM_DISABLE_UDEV=1
+
+gstat() {
+    sed -n "s/^$1: //p" $G
+}
+
+gaes_defaults() {
+    echo 2048 > $P/gaes_cpu_max_bytes
+    echo 200 > $P/gaes_window_us
+}
+
+# /proc/crypto: each gaes driver registered, async, priority from the
+# parameter, and passed the kernel's self-tests (testmgr, run at registration
+# with no helper attached).
+test_gaes_proc_crypto() {
+    prio=$(cat $P/gaes_priority)
+    for m in ecb cbc ctr xts; do
+        blk=$(awk -v d="gaes_$m" '
+            /^$/ { if (hit) exit; blk = ""; next }
+            { blk = blk $0 "\n" }
+            $1 == "driver" && $3 == d { hit = 1 }
+            END { if (hit) printf "%s", blk }' /proc/crypto)
+        [ -n "$blk" ] || { echo "gaes_$m not in /proc/crypto"; return 1; }
+        echo "$blk" | grep -q "^name *: $m(aes)\$" || { echo "$blk"; echo "gaes_$m: wrong name"; return 1; }
+        echo "$blk" | grep -q '^selftest *: passed$' || { echo "$blk"; echo "gaes_$m: self-test not passed"; return 1; }
+        echo "$blk" | grep -q '^async *: yes$' || { echo "$blk"; echo "gaes_$m: not async"; return 1; }
+        echo "$blk" | grep -q "^priority *: $prio\$" || { echo "$blk"; echo "gaes_$m: priority"; return 1; }
+    done
+    dmesg | grep -E 'alg: .*gaes' && return 1
+    echo "gaes_ecb gaes_cbc gaes_ctr gaes_xts: selftest passed, priority $prio" >> /tmp/t.info
+}
+
+# AF_ALG against the generic drivers with no helper: everything on the CPU path.
+test_gaes_afalg_nohelper() {
+    echo reset > $G
+    for m in ecb cbc ctr xts; do
+        $AFALG $m || return 1
+    done
+    expect_eq gpu_requests "$(gstat gpu_requests)" 0 || return 1
+    [ "$(gstat cpu_nohelper)" -gt 0 ] || { cat $G; return 1; }
+}
+
+# The same with a helper attached and every request eligible for the helper.
+test_gaes_afalg_helper() {
+    start_server $(helper_cmd) || return 1
+    echo 0 > $P/gaes_cpu_max_bytes
+    echo reset > $G
+    for m in ecb cbc ctr xts; do
+        $AFALG $m 2 || { cat $G; gaes_defaults; return 1; }
+    done
+    gaes_defaults
+    cat $G
+    # Only a length or key the helper path does not take may go to the CPU.
+    # Every length and key of the checker suits the helper path.
+    for c in cpu_nohelper cpu_small cpu_busy cpu_other cpu_redo helper_failed submit_refused; do
+        expect_eq $c "$(gstat $c)" 0 || return 1
+    done
+    [ "$(gstat gpu_requests)" -gt 1000 ] || { echo "too few requests reached the helper"; return 1; }
+    echo "gpu_requests=$(gstat gpu_requests) batches=$(gstat batches) avg_batch_latency_ns=$(gstat avg_batch_latency_ns)" >> /tmp/t.info
+}
+
+# The kernel's self-tests again, with the helper serving them: test copies of
+# the four drivers (gaes_*_t, same code) registered while it is attached.
+test_gaes_selftest_helper() {
+    start_server $(helper_cmd) || return 1
+    echo 0 > $P/gaes_cpu_max_bytes
+    echo reset > $G
+    echo selftest > $G
+    r=$?
+    gaes_defaults
+    cat $G
+    [ $r = 0 ] || { echo "a test copy failed its self-tests"; dmesg | grep 'alg:' | tail; return 1; }
+    for m in ecb cbc ctr xts; do
+        awk -v d="gaes_${m}_t" '
+            /^$/ { if (hit) exit; blk = ""; next }
+            { blk = blk $0 "\n" }
+            $1 == "driver" && $3 == d { hit = 1 }
+            END { if (hit) printf "%s", blk }' /proc/crypto | grep -q '^selftest *: passed$' \
+            || { echo "gaes_${m}_t: selftest not passed in /proc/crypto"; return 1; }
+    done
+    dmesg | grep -E 'alg: .*gaes' && return 1
+    expect_eq helper_failed "$(gstat helper_failed)" 0 && expect_eq cpu_redo "$(gstat cpu_redo)" 0 || return 1
+    [ "$(gstat gpu_requests)" -gt 100 ] || { echo "the self-tests did not reach the helper"; return 1; }
+    echo "testmgr through the helper: gpu_requests=$(gstat gpu_requests) cpu_other=$(gstat cpu_other) (lengths or keys the helper path does not take)" >> /tmp/t.info
+}
+
+# ---- dm-crypt ----------------------------------------------------------------
+
+DISK=/tmp/gaes-disk.img
+DM_MB=4
+
+hexkey() {
+    dd if=/dev/urandom bs=$1 count=1 2>/dev/null | od -An -v -tx1 | tr -d ' \n'
+}
+
+# dm_map NAME SPEC KEY [OPTS...]: a crypt mapping of $LOOP; prints its node.
+dm_map() {
+    name=$1 spec=$2 key=$3
+    shift 3
+    sectors=$(( $(stat -c %s $DISK) / 512 ))
+    nopt=$#
+    if [ $nopt = 0 ]; then
+        $DMSETUP --noudevsync create "$name" --table "0 $sectors crypt $spec $key 0 $LOOP 0" || return 1
+    else
+        $DMSETUP --noudevsync create "$name" --table "0 $sectors crypt $spec $key 0 $LOOP 0 $nopt $*" || return 1
+    fi
+    minor=$($DMSETUP info -c --noheadings -o minor "$name") || return 1
+    dev=/dev/dm-$minor
+    i=0
+    while [ ! -b $dev ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    [ -b $dev ] || { echo "$dev did not appear"; return 1; }
+    echo $dev
+}
+
+dm_unmap() {
+    $DMSETUP --noudevsync remove "$1"
+}
+
+dm_setup() {
+    [ -x $DMSETUP ] || return 1
+    rm -f $DISK
+    dd if=/dev/zero of=$DISK bs=1M count=$1 2>/dev/null || return 1
+    LOOP=$(losetup -f) || return 1
+    losetup $LOOP $DISK || return 1
+}
+
+dm_teardown() {
+    for n in gaes_a gaes_b; do $DMSETUP --noudevsync remove $n >/dev/null 2>&1; done
+    [ -n "$LOOP" ] && losetup -d $LOOP 2>/dev/null
+    LOOP=
+    rm -f $DISK /tmp/gaes-plain /tmp/gaes-back /tmp/gaes-ct1 /tmp/gaes-ct2
+}
+
+# dm_write SPEC KEY FILE [OPTS]: writes FILE through a mapping (direct I/O).
+dm_write() {
+    dev=$(dm_map gaes_a "$1" "$2" $4) || { echo "$dev"; return 1; }
+    dd if="$3" of=$dev bs=64k oflag=direct conv=fsync 2>/dev/null || { dm_unmap gaes_a; return 1; }
+    dm_unmap gaes_a
+}
+
+# dm_read SPEC KEY FILE [OPTS]: reads the whole mapping into FILE.
+dm_read() {
+    dev=$(dm_map gaes_b "$1" "$2" $4) || { echo "$dev"; return 1; }
+    dd if=$dev of="$3" bs=64k iflag=direct 2>/dev/null || { dm_unmap gaes_b; return 1; }
+    dm_unmap gaes_b
+}
+
+# cross GAES_SPEC VANILLA_SPEC KEYBYTES [OPTS]: data written through gaes reads
+# back through the kernel's own cipher and the reverse; the ciphertexts on the
+# device are byte-identical for the same data.
+cross() {
+    gspec=$1 vspec=$2 kbytes=$3 opts=$4
+    start_server $(helper_cmd) || return 1
+    dm_setup $DM_MB || { dm_teardown; return 1; }
+    key=$(hexkey $kbytes)
+    echo reset > $G
+    r=1
+    {
+        dd if=/dev/urandom of=/tmp/gaes-plain bs=1M count=$DM_MB 2>/dev/null &&
+        dm_write "$gspec" $key /tmp/gaes-plain "$opts" && cp $DISK /tmp/gaes-ct1 &&
+        dm_read "$vspec" $key /tmp/gaes-back "$opts" &&
+        { cmp /tmp/gaes-plain /tmp/gaes-back || { echo "gaes-written data reads back wrong through $vspec"; false; }; } &&
+        dd if=/dev/zero of=$DISK bs=1M count=$DM_MB conv=notrunc 2>/dev/null &&
+        dm_write "$vspec" $key /tmp/gaes-plain "$opts" && cp $DISK /tmp/gaes-ct2 &&
+        { cmp /tmp/gaes-ct1 /tmp/gaes-ct2 || { echo "ciphertext differs from $vspec"; false; }; } &&
+        dm_read "$gspec" $key /tmp/gaes-back "$opts" &&
+        { cmp /tmp/gaes-plain /tmp/gaes-back || { echo "$vspec-written data reads back wrong through gaes"; false; }; } &&
+        r=0
+    }
+    dm_teardown
+    cat $G
+    [ $r = 0 ] || return 1
+    expect_eq helper_failed "$(gstat helper_failed)" 0 || return 1
+    [ "$(gstat gpu_requests)" -gt 0 ] || { echo "no request reached the helper"; return 1; }
+    echo "$gspec $opts: gpu_requests=$(gstat gpu_requests) batches=$(gstat batches) avg_batch_requests=$(gstat avg_batch_requests) avg_batch_latency_ns=$(gstat avg_batch_latency_ns) max_batch_latency_ns=$(gstat max_batch_latency_ns) avg_batch_open_ns=$(gstat avg_batch_open_ns) cpu_small=$(gstat cpu_small) cpu_busy=$(gstat cpu_busy)" >> /tmp/t.info
+    echo "    $(gstat batch_hist)" >> /tmp/t.info
+}
+
+test_gaes_dm_xts() {
+    cross capi:gaes_xts-plain64 aes-xts-plain64 64
+}
+
+test_gaes_dm_xts_4k() {
+    cross capi:gaes_xts-plain64 aes-xts-plain64 64 sector_size:4096
+}
+
+test_gaes_dm_ctr() {
+    cross capi:gaes_ctr-plain64 'capi:ctr(aes)-plain64' 32
+}
+
+test_gaes_dm_ecb() {
+    cross capi:gaes_ecb aes-ecb 16
+}
+
+test_gaes_dm_cbc() {
+    cross capi:gaes_cbc-plain64 aes-cbc-plain64 32
+}
+
+# The helper killed during a long dm-crypt write: the write completes (the
+# requests it held are redone on the CPU) and the data verifies.
+test_gaes_dm_helper_killed() {
+    mb=24
+    start_server $(helper_cmd) || return 1
+    dm_setup $mb || { dm_teardown; return 1; }
+    key=$(hexkey 64)
+    dd if=/dev/urandom of=/tmp/gaes-plain bs=1M count=$mb 2>/dev/null
+    echo reset > $G
+    dev=$(dm_map gaes_a capi:gaes_xts-plain64 $key) || { echo "$dev"; dm_teardown; return 1; }
+    rm -f /tmp/gaes-dd.rc
+    (dd if=/tmp/gaes-plain of=$dev bs=256k oflag=direct conv=fsync 2>/tmp/gaes-dd.err; echo $? > /tmp/gaes-dd.rc) &
+    bg=$!
+    # Kill once the helper has answered some batches.
+    i=0
+    while [ "$(gstat batches)" -lt 20 ] && [ ! -e /tmp/gaes-dd.rc ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i + 1)); done
+    kill -9 "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null
+    SERVER_PID=
+    i=0
+    while [ ! -e /tmp/gaes-dd.rc ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -e /tmp/gaes-dd.rc ] || { echo "the write hangs after the helper died"; dm_teardown; return 1; }
+    wait $bg
+    rc=$(cat /tmp/gaes-dd.rc)
+    dm_unmap gaes_a
+    cat $G
+    r=0
+    [ "$rc" = 0 ] || { cat /tmp/gaes-dd.err; echo "dd exit $rc"; r=1; }
+    if [ $r = 0 ]; then
+        dm_read aes-xts-plain64 $key /tmp/gaes-back && cmp /tmp/gaes-plain /tmp/gaes-back || r=1
+    fi
+    dm_teardown
+    [ $r = 0 ] || return 1
+    gpu=$(gstat gpu_requests)
+    cpu=$(( $(gstat cpu_nohelper) + $(gstat cpu_redo) ))
+    echo "killed mid-write: gpu_requests=$gpu cpu_after_kill=$cpu cpu_redo=$(gstat cpu_redo)" >> /tmp/t.info
+    [ "$gpu" -gt 0 ] && [ "$cpu" -gt 0 ] || { echo "the helper was not killed mid-write"; return 1; }
+    wait_state detached
+}
+
+# A filesystem on a gaes mapping, written with the helper, read back with kgpu
+# unloaded through the kernel's own xts(aes).
+test_gaes_fs_without_kgpu() {
+    [ -x /bin/mke2fs ] || { echo "mke2fs missing"; return 1; }
+    start_server $(helper_cmd) || return 1
+    dm_setup 32 || { dm_teardown; return 1; }
+    key=$(hexkey 64)
+    echo reset > $G
+    mkdir -p /mnt/gaes
+    r=1
+    {
+        dev=$(dm_map gaes_a capi:gaes_xts-plain64 $key sector_size:4096) &&
+        /bin/mke2fs -q -F -t ext4 $dev && mount -t ext4 $dev /mnt/gaes &&
+        for i in 1 2 3 4 5 6; do
+            dd if=/dev/urandom of=/mnt/gaes/f$i bs=1k count=$((i * i * 97)) 2>/dev/null || break
+        done &&
+        mkdir /mnt/gaes/d && cp /mnt/gaes/f2 /mnt/gaes/d/copy &&
+        (cd /mnt/gaes && md5sum f1 f2 f3 f4 f5 f6 d/copy > /tmp/gaes-sums) &&
+        umount /mnt/gaes && dm_unmap gaes_a && r=0
+    }
+    [ $r = 0 ] || { umount /mnt/gaes 2>/dev/null; dm_teardown; return 1; }
+    gpu=$(gstat gpu_requests)
+    stop_server
+    rmmod kgpu || { dm_teardown; return 1; }
+    r=1
+    {
+        grep -q gaes_ /proc/crypto && { echo "gaes still registered"; false; } ||
+        { dev=$(dm_map gaes_b aes-xts-plain64 $key sector_size:4096) && mount -t ext4 -o ro $dev /mnt/gaes &&
+          (cd /mnt/gaes && md5sum -c /tmp/gaes-sums) && umount /mnt/gaes && dm_unmap gaes_b && r=0; }
+    }
+    [ $r = 0 ] || umount /mnt/gaes 2>/dev/null
+    dm_teardown
+    rm -f /tmp/gaes-sums
+    insmod /kgpu.ko || return 1
+    [ $r = 0 ] || return 1
+    echo "ext4 written through gaes_xts (gpu_requests=$gpu), read with kgpu unloaded" >> /tmp/t.info
+    [ "$gpu" -gt 0 ]
+}
+
+# ---- run -----------------------------------------------------------------------
+
+if grep -q gaes_ /proc/crypto 2>/dev/null; then
+    t gaes_proc_crypto_selftest_passed test_gaes_proc_crypto
+    if [ -x $AFALG ]; then
+        t gaes_afalg_vs_generic_no_helper test_gaes_afalg_nohelper
+    else
+        skip gaes_afalg "gaes-afalg not built (no static gcc on the host)"
+    fi
+    if [ -n "$HAVE_HELPER" ]; then
+        [ -x $AFALG ] && t gaes_afalg_vs_generic_helper test_gaes_afalg_helper
+        t gaes_testmgr_with_helper test_gaes_selftest_helper
+        if [ -x $DMSETUP ]; then
+            t gaes_dmcrypt_xts_cross_read test_gaes_dm_xts
+            t gaes_dmcrypt_xts_4k_cross_read test_gaes_dm_xts_4k
+            t gaes_dmcrypt_ctr_cross_read test_gaes_dm_ctr
+            t gaes_dmcrypt_cbc_cross_read test_gaes_dm_cbc
+            t gaes_dmcrypt_ecb_cross_read test_gaes_dm_ecb
+            t gaes_dmcrypt_helper_killed test_gaes_dm_helper_killed
+            if [ -x /bin/mke2fs ]; then
+                t gaes_ext4_read_without_kgpu test_gaes_fs_without_kgpu
+            else
+                skip gaes_ext4 "mke2fs not in the initramfs"
+            fi
+        else
+            skip gaes_dmcrypt "dmsetup not in the initramfs"
+        fi
+    else
+        skip gaes_helper "no helper (gaes helper tests not run)"
+    fi
+    skip gaes_ecryptfs "not implemented: needs an eCryptfs auth token in the keyring (ecryptfs-utils or a key helper)"
+else
+    t gaes_registered test_gaes_proc_crypto
+fi
