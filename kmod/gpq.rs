@@ -109,6 +109,7 @@ struct Stats {
     cpu_context: Counter,
     cpu_layout: Counter,
     cpu_asleep: Counter,
+    cpu_busy: Counter,
     cpu_fallback: Counter,
     timeout: Counter,
     verify_mismatch: Counter,
@@ -125,6 +126,7 @@ static STATS: Stats = Stats {
     cpu_context: Counter::new(),
     cpu_layout: Counter::new(),
     cpu_asleep: Counter::new(),
+    cpu_busy: Counter::new(),
     cpu_fallback: Counter::new(),
     timeout: Counter::new(),
     verify_mismatch: Counter::new(),
@@ -225,7 +227,9 @@ enum Miss {
     Asleep,
     /// No answer within the spin bound.
     Timeout,
-    /// Any other error (busy, helper error, bad output length, re-entry).
+    /// The ring, the slot table or the data area is full.
+    Busy,
+    /// Any other error (helper error, bad output length, re-entry).
     Failed,
 }
 
@@ -314,6 +318,14 @@ unsafe fn helper_call(
             Err(CallError::TimedOut) => return Err(Miss::Timeout),
             Err(CallError::Submit(SubmitError::NoHelper)) => return Err(Miss::NoHelper),
             Err(CallError::Submit(SubmitError::TooLarge)) => return Err(Miss::Layout),
+            // The helper went to sleep since it was seen awake: wake it with
+            // the request itself.
+            Err(CallError::Submit(SubmitError::Busy))
+                if wake_ns > 0 && !crate::core_state::helper_awake() =>
+            {
+                waking_call(&job, out, wake_ns + i64::from(spin) * 1000)?
+            }
+            Err(CallError::Submit(SubmitError::Busy)) => return Err(Miss::Busy),
             Err(_) => return Err(Miss::Failed),
         }
     } else {
@@ -409,6 +421,7 @@ fn waking_call(job: &Job<'_>, out: &mut [u8], bound_ns: i64) -> Result<(), Miss>
         Ok(h) => h,
         Err(SubmitError::NoHelper) => return Err(Miss::NoHelper),
         Err(SubmitError::TooLarge) => return Err(Miss::Layout),
+        Err(SubmitError::Busy) => return Err(Miss::Busy),
         Err(_) => return Err(Miss::Failed),
     };
     let start = now_ns();
@@ -510,6 +523,7 @@ unsafe fn try_helper(disks: c_int, bytes: usize, ptrs: *mut *mut c_void, w: Work
                 }
                 Miss::Timeout => STATS.timeout.add(1),
                 Miss::Asleep => STATS.cpu_asleep.add(1),
+                Miss::Busy => STATS.cpu_busy.add(1),
                 Miss::Failed => STATS.cpu_fallback.add(1),
             }
             false
@@ -663,7 +677,7 @@ fn bench_helper_call(b: &BenchBufs, disks: usize, bytes: usize) -> Result<(), Mi
     loop {
         // SAFETY: the bench array: `disks` blocks of `bytes` bytes.
         match unsafe { helper_call(disks, bytes, b.ptrs, Work::Gen, 20_000_000) } {
-            Err(Miss::Failed | Miss::Asleep) if tries < 50 => {
+            Err(Miss::Failed | Miss::Asleep | Miss::Busy) if tries < 50 => {
                 // Busy, or slow to wake: give it a moment.
                 tries += 1;
                 crate::shim::msleep(1);
@@ -839,6 +853,7 @@ fn write_stats(w: &mut BufWriter<'_>) {
     let _ = writeln!(w, "cpu_context: {}", s.cpu_context.get());
     let _ = writeln!(w, "cpu_layout: {}", s.cpu_layout.get());
     let _ = writeln!(w, "cpu_asleep: {}", s.cpu_asleep.get());
+    let _ = writeln!(w, "cpu_busy: {}", s.cpu_busy.get());
     let _ = writeln!(w, "cpu_fallback: {}", s.cpu_fallback.get());
     let _ = writeln!(w, "timeout: {}", s.timeout.get());
     let _ = writeln!(w, "verify_mismatch: {}", s.verify_mismatch.get());

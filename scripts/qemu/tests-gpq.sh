@@ -56,7 +56,7 @@ gpq_note() {
 
 counters() {
     echo "gpu=$(gpq_of gpu) gpu_xor=$(gpq_of gpu_xor) cpu_threshold=$(gpq_of cpu_threshold)" \
-        "cpu_nohelper=$(gpq_of cpu_nohelper) cpu_asleep=$(gpq_of cpu_asleep) cpu_fallback=$(gpq_of cpu_fallback) timeout=$(gpq_of timeout)" \
+        "cpu_nohelper=$(gpq_of cpu_nohelper) cpu_asleep=$(gpq_of cpu_asleep) cpu_busy=$(gpq_of cpu_busy) cpu_fallback=$(gpq_of cpu_fallback) timeout=$(gpq_of timeout)" \
         "verify_mismatch=$(gpq_of verify_mismatch) gen_calls=$(gpq_of gen_calls) xor_calls=$(gpq_of xor_calls)"
 }
 
