@@ -28,6 +28,7 @@ use kernel::prelude::*;
 pub mod api;
 mod core_state;
 mod gaes;
+mod gpq;
 pub mod kcommon;
 pub mod kservices;
 mod selftest;
@@ -264,6 +265,12 @@ impl kernel::Module for Kgpu {
             unsafe { shim::kgpu_shim_exit() };
             return Err(e);
         }
+        if let Err(e) = gpq::init() {
+            gaes::exit();
+            // SAFETY: undoes the successful `kgpu_shim_init` above.
+            unsafe { shim::kgpu_shim_exit() };
+            return Err(e);
+        }
         pr_info!(
             "/dev/kgpu ready (ABI {}, sqe {} B, cqe {} B)\n",
             kcommon::abi::ABI_VERSION,
@@ -279,6 +286,7 @@ impl Drop for Kgpu {
         // The device cannot be open here (its file operations hold a module
         // reference), so no region is attached; the shim removes the device,
         // the debugfs files and the poll work.
+        gpq::exit();
         gaes::exit();
         // SAFETY: called once at unload, after `init` succeeded.
         unsafe { shim::kgpu_shim_exit() };

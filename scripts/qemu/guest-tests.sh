@@ -466,6 +466,8 @@ else
 fi
 
 [ -f /tests-gaes.sh ] && . /tests-gaes.sh
+. /tests-gpq.sh
+
 stop_server >/dev/null 2>&1
 t module_unload test_unload
 t reload_cycles test_reload_cycles

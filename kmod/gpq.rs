@@ -1,0 +1,983 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! gpq: a `raid6_calls` that sends RAID6 P/Q work to the helper, for
+//! unmodified md (and dm-raid, btrfs) through the exported `raid6_call`.
+//!
+//! At load (module parameter `gpq_enable`, default on) the current
+//! `raid6_call` is saved and `gpq` installed over it; at unload the saved one
+//! is put back, then unload waits until no call is inside gpq.
+//!
+//! Policy of each `gen_syndrome` / `xor_syndrome` call:
+//! 1. a layout the helper path does not take (fewer than 4 or more than 256
+//!    disks, bytes per disk not a multiple of 64 or above [`MAX_UNIT`], a
+//!    block outside the linear map), or a context where spinning is not
+//!    allowed (interrupts, interrupts off): the saved CPU algorithm;
+//! 2. disks × bytes below the threshold (`gpq_threshold`, or measured):
+//!    the saved CPU algorithm;
+//! 3. otherwise: one request through [`api::call_nosleep`], spinning at most
+//!    `gpq_spin_us`; on any error or timeout the saved CPU algorithm.
+//!
+//! A call never sleeps and always returns with P and Q computed. md calls
+//! `gen_syndrome` with preemption disabled; the helper path keeps it disabled
+//! (its buffers are per CPU).
+//!
+//! `xor_syndrome(start, stop)` goes to the helper as a `GEN_SYNDROME` of the
+//! data disks `0..=stop` with zero blocks below `start`: its P and Q are
+//! exactly the deltas, which are then folded into the caller's P and Q. (The
+//! service's own `XOR_SYNDROME` op needs the old P/Q in the output extent,
+//! which the submission API cannot pre-fill.)
+//!
+//! The measured threshold: the CPU algorithm is timed at load at a few sizes;
+//! the helper path is timed in a work item the first time a call sees a
+//! helper attached (or on `echo bench > /sys/kernel/debug/kgpu/gpq`). The
+//! threshold is the smallest measured size from which the helper path is at
+//! least as fast at every larger measured size; none (CPU always) otherwise.
+
+use crate::api::{self, CallError, Job, Outcome, SgList, Src, SubmitError};
+use crate::kcommon::abi::service;
+use crate::kcommon::abi::Status;
+use crate::kservices::raid6 as r6p;
+use crate::{BufWriter, Counter};
+use core::ffi::{c_char, c_int, c_long, c_uint, c_void, CStr};
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use kernel::alloc::{flags::GFP_KERNEL, KVec};
+use kernel::prelude::*;
+use kernel::time::Ktime;
+
+/// Largest bytes per disk the helper path takes (`GPQ_MAX_UNIT` in shim_raid6.c).
+pub(crate) const MAX_UNIT: usize = 64 * 1024;
+/// Largest number of scatterlist entries (`GPQ_MAX_SG` in shim_raid6.c).
+const MAX_SG: usize = 256;
+
+extern "C" {
+    fn kgpu_gpq_shim_init() -> c_int;
+    fn kgpu_gpq_shim_exit();
+    fn kgpu_gpq_param_enable() -> bool;
+    fn kgpu_gpq_param_threshold() -> c_long;
+    fn kgpu_gpq_param_spin_us() -> c_uint;
+    fn kgpu_gpq_param_verify() -> bool;
+    fn kgpu_gpq_param_wake_us() -> c_uint;
+    fn kgpu_gpq_install() -> c_int;
+    fn kgpu_gpq_restore();
+    fn kgpu_gpq_has_xor() -> bool;
+    fn kgpu_gpq_saved_name() -> *const c_char;
+    fn kgpu_gpq_current_name() -> *const c_char;
+    fn kgpu_gpq_cpu_gen(disks: c_int, bytes: usize, ptrs: *mut *mut c_void);
+    fn kgpu_gpq_cpu_xor(
+        disks: c_int,
+        start: c_int,
+        stop: c_int,
+        bytes: usize,
+        ptrs: *mut *mut c_void,
+    );
+    fn kgpu_gpq_may_spin() -> bool;
+    fn kgpu_gpq_pcpu_begin(sg: *mut *mut c_void, bounce: *mut *mut u8) -> bool;
+    fn kgpu_gpq_pcpu_end();
+    fn kgpu_gpq_sg_build(
+        sg: *mut c_void,
+        ptrs: *mut *mut c_void,
+        start: c_int,
+        stop: c_int,
+        lead_zero: c_uint,
+        trail_zero: c_uint,
+        bytes: usize,
+    ) -> c_uint;
+    fn kgpu_gpq_schedule_measure();
+    fn kgpu_gpq_sync();
+    fn kgpu_gpq_bench_alloc(disks: c_int, bytes: usize) -> *mut *mut c_void;
+    fn kgpu_gpq_bench_free(ptrs: *mut *mut c_void, disks: c_int);
+    fn kgpu_gpq_cond_resched();
+}
+
+// ---- state and counters -------------------------------------------------------
+
+/// gpq is `raid6_call` (installed at load, restored at unload).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// Calls currently inside gpq (unload waits for zero).
+static ACTIVE: AtomicU32 = AtomicU32::new(0);
+
+/// Per-path counters, shown in /sys/kernel/debug/kgpu/gpq.
+struct Stats {
+    gen_calls: Counter,
+    xor_calls: Counter,
+    gpu: Counter,
+    gpu_xor: Counter,
+    gpu_bytes: Counter,
+    cpu_threshold: Counter,
+    cpu_nohelper: Counter,
+    cpu_context: Counter,
+    cpu_layout: Counter,
+    cpu_asleep: Counter,
+    cpu_busy: Counter,
+    cpu_fallback: Counter,
+    timeout: Counter,
+    verify_mismatch: Counter,
+}
+
+static STATS: Stats = Stats {
+    gen_calls: Counter::new(),
+    xor_calls: Counter::new(),
+    gpu: Counter::new(),
+    gpu_xor: Counter::new(),
+    gpu_bytes: Counter::new(),
+    cpu_threshold: Counter::new(),
+    cpu_nohelper: Counter::new(),
+    cpu_context: Counter::new(),
+    cpu_layout: Counter::new(),
+    cpu_asleep: Counter::new(),
+    cpu_busy: Counter::new(),
+    cpu_fallback: Counter::new(),
+    timeout: Counter::new(),
+    verify_mismatch: Counter::new(),
+};
+
+/// The sizes measured: (disks, bytes per disk), ascending in disks × bytes.
+const SIZES: [(u32, usize); 4] = [(6, 4096), (18, 4096), (6, 65536), (18, 65536)];
+
+/// MB/s of data (disks - 2 blocks per call) per size; 0: not measured or failed.
+static CPU_MBS: [AtomicU64; SIZES.len()] = [const { AtomicU64::new(0) }; SIZES.len()];
+static HELPER_MBS: [AtomicU64; SIZES.len()] = [const { AtomicU64::new(0) }; SIZES.len()];
+
+const MEASURE_NONE: u32 = 0;
+const MEASURE_QUEUED: u32 = 1;
+const MEASURE_DONE: u32 = 2;
+/// State of the helper measurement.
+static MEASURE: AtomicU32 = AtomicU32::new(MEASURE_NONE);
+/// The measured threshold (disks × bytes); `u64::MAX`: CPU at every size.
+static AUTO_THRESHOLD: AtomicU64 = AtomicU64::new(u64::MAX);
+/// When a call last looked for a helper to measure (ns).
+static LAST_LOOK_NS: AtomicI64 = AtomicI64::new(i64::MIN);
+
+fn now_ns() -> i64 {
+    Ktime::ktime_get().to_ns()
+}
+
+/// The threshold in force and whether it was forced by the parameter.
+fn threshold() -> (u64, bool) {
+    // SAFETY: reads an integer parameter.
+    let p = unsafe { kgpu_gpq_param_threshold() };
+    if p >= 0 {
+        (p as u64, true)
+    } else {
+        (AUTO_THRESHOLD.load(Ordering::Relaxed), false)
+    }
+}
+
+fn name(p: *const c_char) -> &'static str {
+    // SAFETY: the shim returns static NUL-terminated names (raid6 algorithm
+    // names are string literals of the raid6 library or of shim_raid6.c).
+    unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("?")
+}
+
+/// Counts a call inside gpq for its lifetime.
+struct Inside;
+
+impl Inside {
+    fn enter() -> Self {
+        ACTIVE.fetch_add(1, Ordering::AcqRel);
+        Inside
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+// ---- the helper path --------------------------------------------------------------
+
+/// This CPU's scatterlist and output buffer, with preemption off while held.
+struct PerCpu {
+    sg: *mut c_void,
+    bounce: *mut u8,
+}
+
+impl PerCpu {
+    /// None when this CPU's buffers are already in use (re-entry).
+    fn take() -> Option<Self> {
+        let mut sg = core::ptr::null_mut();
+        let mut bounce = core::ptr::null_mut();
+        // SAFETY: both out-pointers are valid locals.
+        if unsafe { kgpu_gpq_pcpu_begin(&mut sg, &mut bounce) } {
+            Some(PerCpu { sg, bounce })
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for PerCpu {
+    fn drop(&mut self) {
+        // SAFETY: pairs with the successful `kgpu_gpq_pcpu_begin` of `take`.
+        unsafe { kgpu_gpq_pcpu_end() }
+    }
+}
+
+/// Why the helper path did not produce the answer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Miss {
+    /// The layout cannot go to the helper.
+    Layout,
+    /// No helper attached.
+    NoHelper,
+    /// The helper sleeps (and waking it is not allowed: `gpq_wake_us` 0),
+    /// or it did not answer within the wake and spin bounds.
+    Asleep,
+    /// No answer within the spin bound.
+    Timeout,
+    /// The ring, the slot table or the data area is full.
+    Busy,
+    /// Any other error (helper error, bad output length, re-entry).
+    Failed,
+}
+
+/// What the helper path is asked.
+#[derive(Clone, Copy)]
+enum Work {
+    Gen,
+    Xor { start: usize, stop: usize },
+}
+
+/// Runs one call through the helper; on success P and Q in `ptrs` hold the
+/// answer. `ptrs` has `disks` entries, the last two P and Q.
+///
+/// # Safety
+/// `ptrs` must be a `raid6_calls` pointer array: `disks` valid pointers to
+/// blocks of `bytes` bytes, P and Q writable and distinct from the others.
+unsafe fn helper_call(
+    disks: usize,
+    bytes: usize,
+    ptrs: *mut *mut c_void,
+    w: Work,
+    wake_ns: i64,
+) -> Result<(), Miss> {
+    let ndata = disks - 2;
+    // The data disks sent, zero blocks around the caller's.
+    let (start, stop, sent) = match w {
+        Work::Gen => (0, ndata - 1, ndata),
+        Work::Xor { start, stop } => (start, stop, (stop + 1).max(2)),
+    };
+    let lead = start;
+    let trail = sent - (stop + 1);
+    if sent + 2 > r6p::MAX_DISKS as usize || lead + (stop - start + 1) + trail > MAX_SG {
+        return Err(Miss::Layout);
+    }
+    let awake = crate::core_state::helper_awake();
+    if !awake {
+        if !api::attached() {
+            return Err(Miss::NoHelper);
+        }
+        if wake_ns <= 0 {
+            return Err(Miss::Asleep);
+        }
+    }
+    let pc = PerCpu::take().ok_or(Miss::Failed)?;
+    // SAFETY: the scatterlist has MAX_SG entries (checked above) and is this
+    // CPU's, held by `pc`; `ptrs[start..=stop]` are valid by the contract.
+    let n = unsafe {
+        kgpu_gpq_sg_build(
+            pc.sg,
+            ptrs,
+            start as c_int,
+            stop as c_int,
+            lead as c_uint,
+            trail as c_uint,
+            bytes,
+        )
+    };
+    if n == 0 {
+        return Err(Miss::Layout);
+    }
+    // SAFETY: the list describes `sent * bytes` bytes of live kernel memory
+    // (the caller's blocks and the zero block), read-only here, for the call.
+    let input = unsafe { SgList::new(pc.sg, 0, sent * bytes) };
+    let job = Job {
+        service: service::RAID6,
+        op: r6p::op::GEN_SYNDROME,
+        key_tag: 0,
+        key: &[],
+        input: Src::Sg(input),
+        aux: &[],
+        out_len: 2 * bytes,
+        in_place: false,
+        unit: bytes as u32,
+        count: (sent + 2) as u32,
+        params: r6p::Raid6Params::NONE.to_bytes(),
+    };
+    // SAFETY: the bounce buffer holds 2 * MAX_UNIT bytes, is this CPU's and
+    // held by `pc`; bytes <= MAX_UNIT (the scatterlist build checked it).
+    let out = unsafe { core::slice::from_raw_parts_mut(pc.bounce, 2 * bytes) };
+    // SAFETY: reads an integer parameter.
+    let spin = unsafe { kgpu_gpq_param_spin_us() }.max(1);
+    if awake {
+        match api::call_nosleep(&job, out, spin) {
+            Ok(len) if len == 2 * bytes => {}
+            Ok(_) => return Err(Miss::Failed),
+            Err(CallError::TimedOut) => return Err(Miss::Timeout),
+            Err(CallError::Submit(SubmitError::NoHelper)) => return Err(Miss::NoHelper),
+            Err(CallError::Submit(SubmitError::TooLarge)) => return Err(Miss::Layout),
+            // The helper went to sleep since it was seen awake: wake it with
+            // the request itself.
+            Err(CallError::Submit(SubmitError::Busy))
+                if wake_ns > 0 && !crate::core_state::helper_awake() =>
+            {
+                waking_call(&job, out, wake_ns + i64::from(spin) * 1000)?
+            }
+            Err(CallError::Submit(SubmitError::Busy)) => return Err(Miss::Busy),
+            Err(_) => return Err(Miss::Failed),
+        }
+    } else {
+        waking_call(&job, out, wake_ns + i64::from(spin) * 1000)?;
+    }
+    // SAFETY: P and Q are the caller's writable blocks of `bytes` bytes
+    // (contract), distinct from each other and from the bounce buffer.
+    let (p, q) = unsafe {
+        (
+            core::slice::from_raw_parts_mut(*ptrs.add(disks - 2) as *mut u8, bytes),
+            core::slice::from_raw_parts_mut(*ptrs.add(disks - 1) as *mut u8, bytes),
+        )
+    };
+    let (hp, hq) = out.split_at_mut(bytes);
+    // SAFETY: reads a boolean parameter.
+    let verify = unsafe { kgpu_gpq_param_verify() };
+    match w {
+        Work::Gen => {
+            if verify {
+                // SAFETY: the caller's array, as the contract requires.
+                unsafe { kgpu_gpq_cpu_gen(disks as c_int, bytes, ptrs) };
+                if hp[..] != p[..] || hq[..] != q[..] {
+                    STATS.verify_mismatch.add(1);
+                }
+            } else {
+                p.copy_from_slice(hp);
+                q.copy_from_slice(hq);
+            }
+        }
+        Work::Xor { start, stop } => {
+            if verify {
+                // The helper's new P/Q in the bounce buffer, the CPU's in place.
+                xor_into(hp, p);
+                xor_into(hq, q);
+                // SAFETY: the caller's array, as the contract requires.
+                unsafe {
+                    kgpu_gpq_cpu_xor(disks as c_int, start as c_int, stop as c_int, bytes, ptrs)
+                };
+                if hp[..] != p[..] || hq[..] != q[..] {
+                    STATS.verify_mismatch.add(1);
+                }
+            } else {
+                xor_into(p, hp);
+                xor_into(q, hq);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a spinning submission waits for its answer.
+struct SpinWait {
+    /// 0 while waiting; then 1 (answer copied), 2 (timed out), 3 (failed).
+    state: AtomicU32,
+    out: *mut u8,
+    cap: usize,
+}
+
+fn spin_done(ctx: usize, o: &Outcome<'_>) {
+    // SAFETY: `ctx` is the address of the `SpinWait` of `waking_call`, which
+    // does not return before `state` is set unless `cancel` succeeded, in
+    // which case this callback never runs.
+    let w = unsafe { &*(ctx as *const SpinWait) };
+    let state = match o.status {
+        Status::Ok if o.out.len() == w.cap => {
+            // SAFETY: `out` is the caller's buffer of `cap` bytes, which only
+            // this callback writes while `waking_call` spins.
+            let dst = unsafe { core::slice::from_raw_parts_mut(w.out, w.cap) };
+            if o.out.copy_to(0, dst) == w.cap {
+                1
+            } else {
+                3
+            }
+        }
+        Status::TimedOut => 2,
+        _ => 3,
+    };
+    w.state.store(state, Ordering::Release);
+}
+
+/// For a helper that sleeps (it armed NEED_WAKEUP after being idle):
+/// `call_nosleep` refuses at once, and a wake-up without work does not get
+/// it out of `poll()`. The request itself wakes it: submit, then spin for
+/// the answer for at most `bound_ns`, reaping completions here. On timeout
+/// the request is cancelled. Never sleeps.
+fn waking_call(job: &Job<'_>, out: &mut [u8], bound_ns: i64) -> Result<(), Miss> {
+    let w = SpinWait {
+        state: AtomicU32::new(0),
+        out: out.as_mut_ptr(),
+        cap: out.len(),
+    };
+    let h = match api::submit(job, spin_done, &w as *const SpinWait as usize) {
+        Ok(h) => h,
+        Err(SubmitError::NoHelper) => return Err(Miss::NoHelper),
+        Err(SubmitError::TooLarge) => return Err(Miss::Layout),
+        Err(SubmitError::Busy) => return Err(Miss::Busy),
+        Err(_) => return Err(Miss::Failed),
+    };
+    let start = now_ns();
+    let mut gave_up = false;
+    while w.state.load(Ordering::Acquire) == 0 {
+        crate::core_state::reap();
+        if w.state.load(Ordering::Acquire) != 0 {
+            break;
+        }
+        if !gave_up && now_ns() - start > bound_ns {
+            if api::cancel(&h) {
+                return Err(Miss::Asleep);
+            }
+            // Completing in another context right now: its callback is
+            // about to set the state.
+            gave_up = true;
+        }
+        crate::shim::cpu_relax();
+    }
+    match w.state.load(Ordering::Acquire) {
+        1 => Ok(()),
+        2 => Err(Miss::Timeout),
+        _ => Err(Miss::Failed),
+    }
+}
+
+/// `dst ^= src` over the common length (whole 8-byte words, then bytes).
+fn xor_into(dst: &mut [u8], src: &[u8]) {
+    let n = dst.len().min(src.len());
+    let words = n / 8;
+    let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
+    for i in 0..words {
+        // SAFETY: word `i` lies within the first `n` bytes of both slices;
+        // unaligned accesses are used, and the slices do not overlap (one is
+        // borrowed mutably).
+        unsafe {
+            let x = (d.add(8 * i) as *const u64).read_unaligned()
+                ^ (s.add(8 * i) as *const u64).read_unaligned();
+            (d.add(8 * i) as *mut u64).write_unaligned(x);
+        }
+    }
+    for i in 8 * words..n {
+        dst[i] ^= src[i];
+    }
+}
+
+/// The policy; true when the helper computed P and Q.
+///
+/// # Safety
+/// As [`helper_call`].
+unsafe fn try_helper(disks: c_int, bytes: usize, ptrs: *mut *mut c_void, w: Work) -> bool {
+    let layout_ok = (r6p::MIN_DISKS as c_int..=r6p::MAX_DISKS as c_int).contains(&disks)
+        && bytes != 0
+        && bytes % r6p::UNIT_ALIGN as usize == 0
+        && bytes <= MAX_UNIT
+        && !ptrs.is_null();
+    if !layout_ok {
+        STATS.cpu_layout.add(1);
+        return false;
+    }
+    // SAFETY: no preconditions.
+    if !unsafe { kgpu_gpq_may_spin() } {
+        STATS.cpu_context.add(1);
+        return false;
+    }
+    let (limit, forced) = threshold();
+    if (disks as u64) * (bytes as u64) < limit {
+        STATS.cpu_threshold.add(1);
+        if !forced {
+            look_for_helper();
+        }
+        return false;
+    }
+    // SAFETY: forwarded contract.
+    // SAFETY: reads an integer parameter.
+    let wake_ns = i64::from(unsafe { kgpu_gpq_param_wake_us() }) * 1000;
+    // SAFETY: forwarded contract.
+    match unsafe { helper_call(disks as usize, bytes, ptrs, w, wake_ns) } {
+        Ok(()) => {
+            STATS.gpu.add(1);
+            if matches!(w, Work::Xor { .. }) {
+                STATS.gpu_xor.add(1);
+            }
+            STATS.gpu_bytes.add((disks as u64) * (bytes as u64));
+            true
+        }
+        Err(m) => {
+            match m {
+                Miss::Layout => STATS.cpu_layout.add(1),
+                Miss::NoHelper => {
+                    STATS.cpu_nohelper.add(1);
+                    // The next helper gets measured again.
+                    let _ = MEASURE.compare_exchange(
+                        MEASURE_DONE,
+                        MEASURE_NONE,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                }
+                Miss::Timeout => STATS.timeout.add(1),
+                Miss::Asleep => STATS.cpu_asleep.add(1),
+                Miss::Busy => STATS.cpu_busy.add(1),
+                Miss::Failed => STATS.cpu_fallback.add(1),
+            }
+            false
+        }
+    }
+}
+
+/// With the threshold measured automatically and no helper measured yet:
+/// at most once a second, queue the measurement when a helper is attached.
+fn look_for_helper() {
+    if MEASURE.load(Ordering::Relaxed) != MEASURE_NONE {
+        return;
+    }
+    let now = now_ns();
+    let last = LAST_LOOK_NS.load(Ordering::Relaxed);
+    if last != i64::MIN && now - last < 1_000_000_000 {
+        return;
+    }
+    if LAST_LOOK_NS
+        .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    if api::attached()
+        && MEASURE
+            .compare_exchange(
+                MEASURE_NONE,
+                MEASURE_QUEUED,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        // SAFETY: callable from any context.
+        unsafe { kgpu_gpq_schedule_measure() };
+    }
+}
+
+// ---- entry points of the raid6_calls (shim_raid6.c) -------------------------------
+
+#[no_mangle]
+extern "C" fn kgpu_gpq_rs_gen(disks: c_int, bytes: usize, ptrs: *mut *mut c_void) {
+    let _inside = Inside::enter();
+    STATS.gen_calls.add(1);
+    // SAFETY: md, async_tx, btrfs and lib/raid6 call gen_syndrome with a
+    // valid pointer array of `disks` blocks of `bytes` bytes, P and Q last.
+    if !unsafe { try_helper(disks, bytes, ptrs, Work::Gen) } {
+        // SAFETY: the same array, for the saved algorithm.
+        unsafe { kgpu_gpq_cpu_gen(disks, bytes, ptrs) };
+    }
+}
+
+#[no_mangle]
+extern "C" fn kgpu_gpq_rs_xor(
+    disks: c_int,
+    start: c_int,
+    stop: c_int,
+    bytes: usize,
+    ptrs: *mut *mut c_void,
+) {
+    let _inside = Inside::enter();
+    STATS.xor_calls.add(1);
+    let range_ok = 0 <= start && start <= stop && stop < disks - 2;
+    let w = Work::Xor {
+        start: start.max(0) as usize,
+        stop: stop.max(0) as usize,
+    };
+    // SAFETY: as for gen_syndrome; `start..=stop` are data disks (checked).
+    if !range_ok || !unsafe { try_helper(disks, bytes, ptrs, w) } {
+        if !range_ok {
+            STATS.cpu_layout.add(1);
+        }
+        // SAFETY: the caller's array, for the saved algorithm (it exists:
+        // gpq's xor_syndrome is only installed over one).
+        unsafe { kgpu_gpq_cpu_xor(disks, start, stop, bytes, ptrs) };
+    }
+}
+
+// ---- measurement --------------------------------------------------------------------
+
+/// Bench buffers: `disks` random blocks.
+struct BenchBufs {
+    ptrs: *mut *mut c_void,
+    disks: usize,
+}
+
+impl BenchBufs {
+    fn new(disks: usize, bytes: usize) -> Option<Self> {
+        // SAFETY: sizes are checked by the shim; process context.
+        let ptrs = unsafe { kgpu_gpq_bench_alloc(disks as c_int, bytes) };
+        (!ptrs.is_null()).then_some(BenchBufs { ptrs, disks })
+    }
+
+    fn block(&self, i: usize, bytes: usize) -> &[u8] {
+        // SAFETY: `i < disks` blocks of `bytes` bytes, alive with `self`.
+        unsafe { core::slice::from_raw_parts(*self.ptrs.add(i) as *const u8, bytes) }
+    }
+}
+
+impl Drop for BenchBufs {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `kgpu_gpq_bench_alloc` with this count.
+        unsafe { kgpu_gpq_bench_free(self.ptrs, self.disks as c_int) }
+    }
+}
+
+/// How long each size is timed.
+const BENCH_NS: i64 = 4_000_000;
+
+fn mbs(data_bytes: u64, iters: u64, ns: i64) -> u64 {
+    if ns <= 0 {
+        return 0;
+    }
+    data_bytes * iters * 1000 / ns as u64
+}
+
+/// Times the saved CPU algorithm at every size.
+fn measure_cpu() {
+    for (i, &(disks, bytes)) in SIZES.iter().enumerate() {
+        let Some(b) = BenchBufs::new(disks as usize, bytes) else {
+            continue;
+        };
+        let start = now_ns();
+        let mut iters = 0u64;
+        while iters < 4 || now_ns() - start < BENCH_NS {
+            // SAFETY: the bench array of `disks` blocks of `bytes` bytes.
+            unsafe { kgpu_gpq_cpu_gen(disks as c_int, bytes, b.ptrs) };
+            iters += 1;
+        }
+        let v = mbs((disks as u64 - 2) * bytes as u64, iters, now_ns() - start);
+        CPU_MBS[i].store(v, Ordering::Relaxed);
+        pr_info!(
+            "gpq: {:<8} gen() {:5} MB/s ({}x{})\n",
+            name(unsafe_saved_name()),
+            v,
+            disks,
+            bytes
+        );
+    }
+}
+
+fn unsafe_saved_name() -> *const c_char {
+    // SAFETY: no preconditions.
+    unsafe { kgpu_gpq_saved_name() }
+}
+
+/// One helper call for the measurement, retried while the helper wakes up.
+fn bench_helper_call(b: &BenchBufs, disks: usize, bytes: usize) -> Result<(), Miss> {
+    let mut tries = 0;
+    loop {
+        // SAFETY: the bench array: `disks` blocks of `bytes` bytes.
+        match unsafe { helper_call(disks, bytes, b.ptrs, Work::Gen, 20_000_000) } {
+            Err(Miss::Failed | Miss::Asleep | Miss::Busy) if tries < 50 => {
+                // Busy, or slow to wake: give it a moment.
+                tries += 1;
+                crate::shim::msleep(1);
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Times the helper path at every size and chooses the threshold. Process
+/// context. Returns false when the helper path failed or gave wrong answers.
+fn measure_helper() -> bool {
+    let mut ok_all = true;
+    for (i, &(disks, bytes)) in SIZES.iter().enumerate() {
+        HELPER_MBS[i].store(0, Ordering::Relaxed);
+        let (disks, bu) = (disks as usize, bytes);
+        let Some(b) = BenchBufs::new(disks, bu) else {
+            ok_all = false;
+            continue;
+        };
+        // Correctness first: the helper's P/Q against the CPU's.
+        let first = bench_helper_call(&b, disks, bu);
+        if let Err(m) = first {
+            pr_info!("gpq: helper   gen() {:?} ({}x{})\n", m, disks, bu);
+        }
+        let mut good = first.is_ok();
+        if good {
+            let mut pq = KVec::new();
+            if pq
+                .extend_from_slice(b.block(disks - 2, bu), GFP_KERNEL)
+                .is_err()
+                || pq
+                    .extend_from_slice(b.block(disks - 1, bu), GFP_KERNEL)
+                    .is_err()
+            {
+                good = false;
+            } else {
+                // SAFETY: the bench array.
+                unsafe { kgpu_gpq_cpu_gen(disks as c_int, bu, b.ptrs) };
+                good = pq[..bu] == *b.block(disks - 2, bu) && pq[bu..] == *b.block(disks - 1, bu);
+                if !good {
+                    pr_warn!(
+                        "gpq: the helper's P/Q differ from the CPU's ({}x{})\n",
+                        disks,
+                        bu
+                    );
+                }
+            }
+        }
+        let mut iters = 0u64;
+        let start = now_ns();
+        while good && (iters < 4 || now_ns() - start < BENCH_NS) && iters < 100_000 {
+            if bench_helper_call(&b, disks, bu).is_err() {
+                good = false;
+                break;
+            }
+            iters += 1;
+            // SAFETY: process context.
+            unsafe { kgpu_gpq_cond_resched() };
+        }
+        let elapsed = now_ns() - start;
+        if !good {
+            ok_all = false;
+            pr_info!("gpq: helper   gen() failed ({}x{})\n", disks, bu);
+            continue;
+        }
+        let v = mbs((disks as u64 - 2) * bu as u64, iters, elapsed).max(1);
+        HELPER_MBS[i].store(v, Ordering::Relaxed);
+        pr_info!(
+            "gpq: helper   gen() {:5} MB/s ({}x{}, cpu {} MB/s)\n",
+            v,
+            disks,
+            bu,
+            CPU_MBS[i].load(Ordering::Relaxed)
+        );
+    }
+    let t = choose_threshold();
+    AUTO_THRESHOLD.store(t, Ordering::Relaxed);
+    if t == u64::MAX {
+        pr_info!("gpq: threshold: none, the CPU algorithm is faster at every measured size\n");
+    } else {
+        pr_info!("gpq: threshold {} bytes (disks x bytes per disk)\n", t);
+    }
+    ok_all
+}
+
+/// The smallest measured size from which the helper is at least as fast as
+/// the CPU at every larger measured size.
+fn choose_threshold() -> u64 {
+    let mut t = u64::MAX;
+    for i in (0..SIZES.len()).rev() {
+        let h = HELPER_MBS[i].load(Ordering::Relaxed);
+        let c = CPU_MBS[i].load(Ordering::Relaxed);
+        if h == 0 || c == 0 || h < c {
+            break;
+        }
+        t = SIZES[i].0 as u64 * SIZES[i].1 as u64;
+    }
+    t
+}
+
+#[no_mangle]
+extern "C" fn kgpu_gpq_rs_measure_work() {
+    if !INSTALLED.load(Ordering::Acquire) {
+        MEASURE.store(MEASURE_NONE, Ordering::Release);
+        return;
+    }
+    measure_helper();
+    MEASURE.store(MEASURE_DONE, Ordering::Release);
+}
+
+// ---- debugfs ------------------------------------------------------------------------
+
+#[no_mangle]
+extern "C" fn kgpu_gpq_rs_show(buf: *mut c_char, len: usize) -> usize {
+    // SAFETY: the shim passes a kmalloc'ed buffer of `len` bytes private to
+    // this call.
+    let out = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+    let mut w = BufWriter::new(out);
+    write_stats(&mut w);
+    w.len
+}
+
+fn write_stats(w: &mut BufWriter<'_>) {
+    let (t, forced) = threshold();
+    let s = &STATS;
+    // SAFETY: no preconditions.
+    let cur = name(unsafe { kgpu_gpq_current_name() });
+    let _ = writeln!(w, "installed: {}", INSTALLED.load(Ordering::Acquire) as u32);
+    let _ = writeln!(w, "raid6_call: {}", cur);
+    let _ = writeln!(w, "cpu_algorithm: {}", name(unsafe_saved_name()));
+    if t == u64::MAX {
+        let _ = writeln!(
+            w,
+            "threshold: none ({})",
+            if forced { "forced" } else { "measured" }
+        );
+    } else {
+        let _ = writeln!(
+            w,
+            "threshold: {} ({})",
+            t,
+            if forced { "forced" } else { "measured" }
+        );
+    }
+    let _ = writeln!(
+        w,
+        "measured: {}",
+        match MEASURE.load(Ordering::Acquire) {
+            MEASURE_NONE => "cpu",
+            MEASURE_QUEUED => "running",
+            _ => "cpu+helper",
+        }
+    );
+    for (i, &(d, b)) in SIZES.iter().enumerate() {
+        let _ = writeln!(
+            w,
+            "size {}x{}: cpu {} MB/s, helper {} MB/s",
+            d,
+            b,
+            CPU_MBS[i].load(Ordering::Relaxed),
+            HELPER_MBS[i].load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(w, "active: {}", ACTIVE.load(Ordering::Relaxed));
+    let _ = writeln!(w, "gen_calls: {}", s.gen_calls.get());
+    let _ = writeln!(w, "xor_calls: {}", s.xor_calls.get());
+    let _ = writeln!(w, "gpu: {}", s.gpu.get());
+    let _ = writeln!(w, "gpu_xor: {}", s.gpu_xor.get());
+    let _ = writeln!(w, "gpu_bytes: {}", s.gpu_bytes.get());
+    let _ = writeln!(w, "cpu_threshold: {}", s.cpu_threshold.get());
+    let _ = writeln!(w, "cpu_nohelper: {}", s.cpu_nohelper.get());
+    let _ = writeln!(w, "cpu_context: {}", s.cpu_context.get());
+    let _ = writeln!(w, "cpu_layout: {}", s.cpu_layout.get());
+    let _ = writeln!(w, "cpu_asleep: {}", s.cpu_asleep.get());
+    let _ = writeln!(w, "cpu_busy: {}", s.cpu_busy.get());
+    let _ = writeln!(w, "cpu_fallback: {}", s.cpu_fallback.get());
+    let _ = writeln!(w, "timeout: {}", s.timeout.get());
+    let _ = writeln!(w, "verify_mismatch: {}", s.verify_mismatch.get());
+}
+
+/// `bench`: measure the helper path now (process context, sleeps).
+#[no_mangle]
+extern "C" fn kgpu_gpq_rs_command(cmd: *const c_char, len: usize) -> c_long {
+    // SAFETY: the shim passes its NUL-terminated copy of `len` bytes.
+    let cmd = unsafe { core::slice::from_raw_parts(cmd.cast::<u8>(), len) };
+    let cmd = core::str::from_utf8(cmd).unwrap_or("").trim();
+    match cmd {
+        "bench" => {
+            if !INSTALLED.load(Ordering::Acquire) {
+                return EINVAL.to_errno() as c_long;
+            }
+            if !api::attached() {
+                return ENODEV.to_errno() as c_long;
+            }
+            if MEASURE
+                .compare_exchange(
+                    MEASURE_NONE,
+                    MEASURE_QUEUED,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+                && MEASURE
+                    .compare_exchange(
+                        MEASURE_DONE,
+                        MEASURE_QUEUED,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+            {
+                return EBUSY.to_errno() as c_long;
+            }
+            let ok = measure_helper();
+            MEASURE.store(MEASURE_DONE, Ordering::Release);
+            if ok {
+                0
+            } else {
+                EIO.to_errno() as c_long
+            }
+        }
+        _ => EINVAL.to_errno() as c_long,
+    }
+}
+
+// ---- load and unload -------------------------------------------------------------------
+
+/// At module load, after the core shim: buffers, the debugfs file, the CPU
+/// measurement and (with `gpq_enable`) the installation.
+pub(crate) fn init() -> Result {
+    // SAFETY: called once at load, in process context.
+    let r = unsafe { kgpu_gpq_shim_init() };
+    if r != 0 {
+        return Err(Error::from_errno(r));
+    }
+    // SAFETY: reads a boolean parameter.
+    if !unsafe { kgpu_gpq_param_enable() } {
+        pr_info!("gpq: not installed (gpq_enable=0)\n");
+        return Ok(());
+    }
+    // SAFETY: process context at load; nothing else installs gpq.
+    let r = unsafe { kgpu_gpq_install() };
+    if r != 0 {
+        pr_warn!("gpq: not installed (raid6_call unavailable: {})\n", r);
+        return Ok(());
+    }
+    INSTALLED.store(true, Ordering::Release);
+    // Times the saved algorithm (now in place, called directly).
+    measure_cpu();
+    // SAFETY: no preconditions.
+    let xor = unsafe { kgpu_gpq_has_xor() };
+    pr_info!(
+        "gpq: installed as raid6_call (CPU algorithm {}, xor_syndrome {})\n",
+        name(unsafe_saved_name()),
+        if xor {
+            "yes"
+        } else {
+            "no: the saved algorithm has none"
+        }
+    );
+    match threshold() {
+        (t, true) => pr_info!("gpq: threshold {} bytes (gpq_threshold)\n", t),
+        (_, false) => {
+            pr_info!("gpq: threshold: CPU until a helper is attached and measured\n")
+        }
+    }
+    Ok(())
+}
+
+/// At module unload: restore `raid6_call`, wait until no call is inside
+/// gpq, then free the buffers.
+pub(crate) fn exit() {
+    if INSTALLED.swap(false, Ordering::AcqRel) {
+        // SAFETY: gpq was installed by `init`; process context.
+        unsafe { kgpu_gpq_restore() };
+        let mut waited_ms = 0u32;
+        while ACTIVE.load(Ordering::Acquire) != 0 {
+            crate::shim::msleep(1);
+            waited_ms += 1;
+            if waited_ms % 5000 == 0 {
+                pr_warn!(
+                    "gpq: still waiting for {} call(s) to leave\n",
+                    ACTIVE.load(Ordering::Relaxed)
+                );
+            }
+        }
+        // A caller past the counter's decrement is still returning through
+        // gpq's code: one more grace period.
+        // SAFETY: process context.
+        unsafe { kgpu_gpq_sync() };
+        pr_info!(
+            "gpq: raid6_call restored to {} (gpu {}, cpu_threshold {}, cpu_fallback {}, timeout {})\n",
+            name(unsafe_saved_name()),
+            STATS.gpu.get(),
+            STATS.cpu_threshold.get(),
+            STATS.cpu_fallback.get(),
+            STATS.timeout.get()
+        );
+    }
+    // SAFETY: nothing can enter gpq any more; called once.
+    unsafe { kgpu_gpq_shim_exit() };
+}

@@ -1,0 +1,263 @@
+# In-guest tests of gpq, the RAID6 algorithm over the helper (busybox sh).
+# Sourced by guest-tests.sh after the helper tests, with kgpu loaded; uses its
+# t/skip/start_server/stop_server/helper_cmd/expect_eq. Leaves kgpu loaded.
+# SPDX-License-Identifier: GPL-2.0-only
+
+G=$D/gpq
+MD=/dev/md0
+MDS=/sys/block/md0/md
+GPQ_DEVS=
+GPQ_MB=16
+
+gpq_of() {
+    sed -n "s/^$1: //p" $G | head -n1
+}
+
+# gpq_load ARGS...: (re)loads kgpu with gpq parameters.
+gpq_load() {
+    rmmod kgpu 2>/dev/null
+    insmod /kgpu.ko "$@" || return 1
+    [ -r $G ] || { echo "$G missing"; return 1; }
+}
+
+md_wait_idle() {
+    i=0
+    while [ $i -lt 3000 ]; do
+        if [ "$(cat $MDS/sync_action)" = idle ] && ! grep -qE 'resync|recovery|check|repair' /proc/mdstat; then
+            return 0
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    echo "md0 still busy:"
+    cat /proc/mdstat
+    return 1
+}
+
+md_check() {
+    echo check > $MDS/sync_action || return 1
+    sleep 0.2
+    md_wait_idle || return 1
+    expect_eq mismatch_cnt "$(cat $MDS/mismatch_cnt)" 0
+}
+
+# md_same: the first $1 MiB of md0 equal /tmp/gpq-data, read from the disks.
+md_same() {
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+    dd if=$MD of=/tmp/gpq-read bs=1M count=$1 2>/dev/null
+    cmp /tmp/gpq-read /tmp/gpq-data || { echo "data read back differs"; return 1; }
+    rm -f /tmp/gpq-read
+}
+
+gpq_note() {
+    echo "$*" >> /tmp/t.info
+}
+
+counters() {
+    echo "gpu=$(gpq_of gpu) gpu_xor=$(gpq_of gpu_xor) cpu_threshold=$(gpq_of cpu_threshold)" \
+        "cpu_nohelper=$(gpq_of cpu_nohelper) cpu_asleep=$(gpq_of cpu_asleep) cpu_busy=$(gpq_of cpu_busy) cpu_fallback=$(gpq_of cpu_fallback) timeout=$(gpq_of timeout)" \
+        "verify_mismatch=$(gpq_of verify_mismatch) gen_calls=$(gpq_of gen_calls) xor_calls=$(gpq_of xor_calls)"
+}
+
+# ---- tests ----------------------------------------------------------------------
+
+test_gpq_installed() {
+    dmesg | grep 'kgpu: gpq:' | sed 's/^\[[ 0-9.]*\] //' | head -n 8 >> /tmp/t.info
+    expect_eq installed "$(gpq_of installed)" 1 && expect_eq raid6_call "$(gpq_of raid6_call)" gpq || return 1
+    cpu=$(gpq_of cpu_algorithm)
+    [ -n "$cpu" ] && [ "$cpu" != gpq ] || { echo "saved algorithm '$cpu'"; return 1; }
+    dmesg | grep -q "kgpu: gpq: installed as raid6_call (CPU algorithm $cpu" \
+        && dmesg | grep -qE "kgpu: gpq: $cpu +gen\(\) +[0-9]+ MB/s"
+}
+
+test_gpq_restored_on_unload() {
+    cpu=$(gpq_of cpu_algorithm)
+    rmmod kgpu || return 1
+    dmesg | tail -n 5 | grep -q "kgpu: gpq: raid6_call restored to $cpu" || { dmesg | tail -n 5; return 1; }
+    # Loaded again, gpq saves what is there now: the CPU algorithm, not gpq.
+    gpq_load || return 1
+    expect_eq "saved after reload" "$(gpq_of cpu_algorithm)" "$cpu" && expect_eq raid6_call "$(gpq_of raid6_call)" gpq \
+        || return 1
+    # With gpq_enable=0 nothing is installed.
+    gpq_load gpq_enable=0 || return 1
+    expect_eq "installed with gpq_enable=0" "$(gpq_of installed)" 0 \
+        && expect_eq "raid6_call with gpq_enable=0" "$(gpq_of raid6_call)" "$cpu"
+}
+
+test_md_create_check() {
+    # The helper path for every call: threshold 0, a generous spin under TCG.
+    gpq_load gpq_threshold=0 gpq_spin_us=100000 gpq_wake_us=20000 || return 1
+    start_server $(helper_cmd) || return 1
+    for i in 0 1 2 3 4 5; do
+        dd if=/dev/zero of=/tmp/gpq$i.img bs=1M count=$GPQ_MB 2>/dev/null
+        losetup /dev/loop$i /tmp/gpq$i.img || return 1
+        GPQ_DEVS="$GPQ_DEVS /dev/loop$i"
+    done
+    mdadm --create $MD --run --level=6 --raid-devices=6 --chunk=64 --bitmap=none $GPQ_DEVS >/tmp/mdadm.log 2>&1 \
+        || { cat /tmp/mdadm.log; return 1; }
+    md_wait_idle || return 1
+    gpq_note "after the initial resync: $(counters)"
+    before=$(gpq_of gpu)
+    dd if=/dev/urandom of=/tmp/gpq-data bs=1M count=32 2>/dev/null
+    dd if=/tmp/gpq-data of=$MD bs=1M conv=fsync 2>/dev/null || return 1
+    after=$(gpq_of gpu)
+    gpq_note "after writing 32 MiB: $(counters)"
+    [ $((after - before)) -gt 0 ] || { echo "no call went to the helper while writing"; return 1; }
+    # The check recomputes P/Q through gpq, every helper answer compared with
+    # the CPU algorithm's.
+    echo 1 > $P/gpq_verify
+    md_check || return 1
+    echo 0 > $P/gpq_verify
+    gpq_note "after check: $(counters)"
+    expect_eq verify_mismatch "$(gpq_of verify_mismatch)" 0 && md_same 32
+}
+
+test_md_two_failed() {
+    start_server $(helper_cmd) || return 1
+    mdadm $MD --fail /dev/loop1 >/dev/null 2>&1 && mdadm $MD --fail /dev/loop4 >/dev/null 2>&1 || return 1
+    grep -q '\[6/4\]' /proc/mdstat || { cat /proc/mdstat; return 1; }
+    before=$(gpq_of gen_calls)
+    md_same 32 || return 1
+    gpq_note "degraded read: $(( $(gpq_of gen_calls) - before )) gen_syndrome calls; $(counters)"
+}
+
+test_md_readd_resync() {
+    start_server $(helper_cmd) || return 1
+    before=$(gpq_of gpu)
+    for dev in /dev/loop1 /dev/loop4; do
+        mdadm $MD --remove $dev >/dev/null 2>&1 || return 1
+        mdadm --zero-superblock $dev || return 1
+    done
+    mdadm $MD --add /dev/loop1 /dev/loop4 >/dev/null 2>&1 || return 1
+    sleep 0.5
+    md_wait_idle || return 1
+    grep -q '\[6/6\]' /proc/mdstat || { cat /proc/mdstat; return 1; }
+    gpq_note "recovery: $(counters)"
+    [ $(( $(gpq_of gpu) - before )) -gt 0 ] || { echo "no helper call during recovery"; return 1; }
+    md_check && md_same 32
+}
+
+test_md_rmw() {
+    start_server $(helper_cmd) || return 1
+    echo 2 > $MDS/rmw_level || { echo "rmw_level not writable (no xor_syndrome?)"; return 1; }
+    xb=$(gpq_of xor_calls)
+    gb=$(gpq_of gpu_xor)
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+    # 4 KiB overwrites spread over the array, mirrored into the reference copy.
+    n=0
+    while [ $n -lt 64 ]; do
+        off=$(( (n * 2711) % 8192 ))
+        dd if=/dev/urandom of=/tmp/gpq-blk bs=4k count=1 2>/dev/null
+        dd if=/tmp/gpq-blk of=$MD bs=4k seek=$off count=1 conv=notrunc,fsync 2>/dev/null || return 1
+        dd if=/tmp/gpq-blk of=/tmp/gpq-data bs=4k seek=$off count=1 conv=notrunc 2>/dev/null
+        n=$((n + 1))
+    done
+    echo 1 > $MDS/rmw_level
+    xa=$(gpq_of xor_calls)
+    ga=$(gpq_of gpu_xor)
+    gpq_note "64 small overwrites: xor_syndrome calls $((xa - xb)), on the helper $((ga - gb)); $(counters)"
+    [ $((xa - xb)) -gt 0 ] || { echo "no xor_syndrome call: md did no read-modify-write"; return 1; }
+    [ $((ga - gb)) -gt 0 ] || { echo "no xor_syndrome call went to the helper"; return 1; }
+    echo 1 > $P/gpq_verify
+    md_check || return 1
+    echo 0 > $P/gpq_verify
+    expect_eq verify_mismatch "$(gpq_of verify_mismatch)" 0 && md_same 32
+}
+
+test_md_helper_killed_in_resync() {
+    start_server $(helper_cmd) || return 1
+    echo 4000 > $MDS/sync_speed_max
+    gb=$(gpq_of gpu)
+    nb=$(gpq_of cpu_nohelper)
+    echo repair > $MDS/sync_action || return 1
+    sleep 2
+    grep -qE 'resync|repair' /proc/mdstat || { echo "repair ended before the helper was killed"; cat /proc/mdstat; return 1; }
+    kill -9 "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null
+    SERVER_PID=
+    wait_state detached || return 1
+    echo system > $MDS/sync_speed_max
+    md_wait_idle || return 1
+    ga=$(gpq_of gpu)
+    na=$(gpq_of cpu_nohelper)
+    gpq_note "repair with the helper killed after 2 s: $(counters)"
+    [ $((ga - gb)) -gt 0 ] || { echo "no helper call before the kill"; return 1; }
+    [ $((na - nb)) -gt 0 ] || { echo "no call saw the helper gone"; return 1; }
+    md_check && md_same 32
+}
+
+test_md_default_threshold() {
+    # The measured threshold: the first call with a helper attached queues
+    # the measurement; the policy then follows it.
+    echo -1 > $P/gpq_threshold
+    start_server $(helper_cmd) || return 1
+    tb=$(gpq_of cpu_threshold)
+    dd if=/tmp/gpq-data of=$MD bs=1M count=8 conv=fsync 2>/dev/null || return 1
+    i=0
+    while [ "$(gpq_of measured)" != cpu+helper ] && [ $i -lt 300 ]; do
+        dd if=/tmp/gpq-data of=$MD bs=64k count=1 conv=fsync 2>/dev/null
+        sleep 0.1
+        i=$((i + 1))
+    done
+    expect_eq measured "$(gpq_of measured)" cpu+helper || return 1
+    dmesg | grep -E 'kgpu: gpq: (helper|threshold)' | sed 's/^\[[ 0-9.]*\] //' >> /tmp/t.info
+    gpq_note "threshold $(gpq_of threshold); $(counters)"
+    [ $(( $(gpq_of cpu_threshold) - tb )) -gt 0 ] || { echo "no call below the threshold"; return 1; }
+    md_check
+}
+
+test_md_unload_active() {
+    # With a helper attached rmmod is refused; without one, unloading under
+    # I/O puts the CPU algorithm back while md keeps running.
+    start_server $(helper_cmd) || return 1
+    echo 0 > $P/gpq_threshold
+    (dd if=/tmp/gpq-data of=$MD bs=1M conv=fsync 2>/dev/null; echo done > /tmp/gpq-dd.done) &
+    ddpid=$!
+    sleep 0.5
+    if rmmod kgpu 2>/dev/null; then echo "rmmod succeeded with a helper attached"; return 1; fi
+    stop_server || return 1
+    rmmod kgpu || { echo "rmmod refused without a helper"; return 1; }
+    wait $ddpid
+    [ -e /tmp/gpq-dd.done ] || return 1
+    dmesg | grep 'gpq: raid6_call restored' | tail -n1 | sed 's/^\[[ 0-9.]*\] //' >> /tmp/t.info
+    md_check && md_same 32 || return 1
+    insmod /kgpu.ko
+}
+
+test_md_teardown() {
+    mdadm --stop $MD >/dev/null 2>&1 || return 1
+    for i in 0 1 2 3 4 5; do
+        losetup -d /dev/loop$i || return 1
+        rm -f /tmp/gpq$i.img
+    done
+    rm -f /tmp/gpq-data /tmp/gpq-blk
+}
+
+# ---- run ---------------------------------------------------------------------------
+
+if [ ! -r $G ]; then
+    skip gpq "kgpu has no gpq debugfs file"
+else
+    t gpq_installed test_gpq_installed
+    t gpq_restored_on_unload test_gpq_restored_on_unload
+    if [ -z "$HAVE_HELPER" ]; then
+        skip gpq_md "kgpu-helper not built (md tests not run)"
+    elif ! command -v mdadm >/dev/null; then
+        skip gpq_md "mdadm not in the initramfs"
+    else
+        t gpq_md_raid6_write_check test_md_create_check
+        t gpq_md_two_failed_reads test_md_two_failed
+        t gpq_md_readd_resync_check test_md_readd_resync
+        t gpq_md_rmw_xor_syndrome test_md_rmw
+        t gpq_md_helper_killed_in_resync test_md_helper_killed_in_resync
+        t gpq_md_default_threshold test_md_default_threshold
+        t gpq_md_unload_with_array_active test_md_unload_active
+        t gpq_md_teardown test_md_teardown
+    fi
+    # Leave kgpu loaded with its defaults for the tests that follow.
+    stop_server >/dev/null 2>&1
+    [ -d /sys/module/kgpu ] && rmmod kgpu
+    insmod /kgpu.ko
+fi
