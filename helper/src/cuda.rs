@@ -21,7 +21,7 @@ use cudarc::driver::sys::{self, CUdeviceptr};
 use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, DriverError};
 use kgpu_aes::gpu::{AesGpu, AesGpuRequest};
 use kgpu_common::abi::{backend, service, Cqe, Sqe, Status};
-use kgpu_common::request::check_sqe;
+use kgpu_common::request::{check_sqe, CheckedExtents};
 use kgpu_raid6::gpu::{Raid6Gpu, Raid6GpuRequest};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -758,15 +758,23 @@ impl CudaBackend {
         let stream = Arc::clone(&g.streams[g.next_stream % g.streams.len()]);
         g.next_stream = g.next_stream.wrapping_add(1);
         let t0 = Instant::now();
+        // Extents checked once; a record that fails here (it cannot: the
+        // batch passed `gpu_ok`, and parts are sub-ranges) goes to the CPU.
         let mut failed: Vec<Sqe> = Vec::new();
-        let mut ok: Vec<Sqe> = Vec::new();
+        let mut checked: Vec<(Sqe, CheckedExtents)> = Vec::with_capacity(reqs.len());
+        for s in &reqs {
+            match check_sqe(s, area.size()) {
+                Ok(e) => checked.push((*s, e)),
+                Err(_) => failed.push(*s),
+            }
+        }
+        let mut ok: Vec<(Sqe, CheckedExtents)> = Vec::new();
         let r = (|| -> Result<(), DriverError> {
             g.ctx.bind_to_thread()?;
             let cs = stream.cu_stream();
             // Copy-ins for the whole piece first, then the kernels, then the
             // copy-outs: the copy engine streams through the piece.
-            for s in &reqs {
-                let ext = check_sqe(s, area.size()).expect("checked by gpu_ok");
+            for (s, ext) in &checked {
                 let (dst, src, len) = match s.service {
                     service::AES => (ext.output.off, ext.input.off, ext.input.len),
                     _ => (ext.input.off, ext.input.off, ext.input.len),
@@ -793,8 +801,7 @@ impl CudaBackend {
                     }
                 }
             }
-            for s in &reqs {
-                let ext = check_sqe(s, area.size()).expect("checked by gpu_ok");
+            for (s, ext) in &checked {
                 let launched = match s.service {
                     service::AES => {
                         // SAFETY: the key extent fits and is not written while in flight.
@@ -833,7 +840,7 @@ impl CudaBackend {
                     }
                 };
                 match launched {
-                    Ok(()) => ok.push(*s),
+                    Ok(()) => ok.push((*s, *ext)),
                     Err(e) => {
                         log::warn!(
                             "GPU launch refused slot {}: {e}; running it on the CPU",
@@ -843,8 +850,7 @@ impl CudaBackend {
                     }
                 }
             }
-            for s in &ok {
-                let ext = check_sqe(s, area.size()).expect("checked by gpu_ok");
+            for (_, ext) in &ok {
                 // SAFETY: as for the copy-ins.
                 unsafe {
                     d2h(
@@ -869,6 +875,7 @@ impl CudaBackend {
             self.done.append(&mut done);
             return;
         }
+        let ok: Vec<Sqe> = ok.into_iter().map(|(s, _)| s).collect();
         let event = stream.record_event(None);
         for s in failed {
             if !self.refuse_to_cpu(s) {
