@@ -76,6 +76,8 @@ unsigned int kgpu_shim_sg_fill(struct scatterlist *sgl, unsigned int n, void *bu
 			       size_t piece);
 int kgpu_shim_run_parallel(unsigned int n, void (*fn)(void *ctx, unsigned int idx), void *ctx);
 int kgpu_shim_raid6_gen(int disks, size_t unit, const u8 *data, u8 *pq);
+/* shim_raid6.c: the saved CPU algorithm (raid6_call when gpq is not installed). */
+void kgpu_gpq_cpu_gen(int disks, size_t bytes, void **ptrs);
 
 /* Values of kgpu_rs_poll_mask(). */
 #define KGPU_POLL_IN 1u
@@ -457,7 +459,9 @@ int kgpu_shim_raid6_gen(int disks, size_t unit, const u8 *data, u8 *pq)
 		if (i < disks - 2)
 			memcpy(ptrs[i], data + i * unit, unit);
 	}
-	raid6_call.gen_syndrome(disks, unit, ptrs);
+	/* The kernel's own algorithm, even while gpq is installed as raid6_call:
+	 * the self-test must never compare the helper with itself. */
+	kgpu_gpq_cpu_gen(disks, unit, ptrs);
 	memcpy(pq, ptrs[disks - 2], unit);
 	memcpy(pq + unit, ptrs[disks - 1], unit);
 out:
