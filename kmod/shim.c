@@ -78,6 +78,9 @@ int kgpu_shim_run_parallel(unsigned int n, void (*fn)(void *ctx, unsigned int id
 int kgpu_shim_raid6_gen(int disks, size_t unit, const u8 *data, u8 *pq);
 /* shim_raid6.c: the saved CPU algorithm (raid6_call when gpq is not installed). */
 void kgpu_gpq_cpu_gen(int disks, size_t bytes, void **ptrs);
+/* For the debugfs files of shim_crypto.c and shim_raid6.c too. */
+ssize_t kgpu_shim_read_text(char __user *ubuf, size_t count, loff_t *ppos,
+			    size_t (*fill)(char *buf, size_t len));
 
 /* Values of kgpu_rs_poll_mask(). */
 #define KGPU_POLL_IN 1u
@@ -528,7 +531,9 @@ static struct miscdevice kgpu_misc = {
 
 #define KGPU_TEXT_MAX 4096
 
-static ssize_t stats_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+/* Renders a Rust text report into a bounded buffer and copies it to the reader. */
+ssize_t kgpu_shim_read_text(char __user *ubuf, size_t count, loff_t *ppos,
+			    size_t (*fill)(char *buf, size_t len))
 {
 	char *buf;
 	size_t len;
@@ -537,10 +542,15 @@ static ssize_t stats_read(struct file *file, char __user *ubuf, size_t count, lo
 	buf = kmalloc(KGPU_TEXT_MAX, GFP_KERNEL);
 	if (!buf)
 		return -ENOMEM;
-	len = kgpu_rs_stats(buf, KGPU_TEXT_MAX);
+	len = fill(buf, KGPU_TEXT_MAX);
 	ret = simple_read_from_buffer(ubuf, count, ppos, buf, min_t(size_t, len, KGPU_TEXT_MAX));
 	kfree(buf);
 	return ret;
+}
+
+static ssize_t stats_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	return kgpu_shim_read_text(ubuf, count, ppos, kgpu_rs_stats);
 }
 
 static const struct file_operations stats_fops = {

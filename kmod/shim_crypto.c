@@ -29,6 +29,9 @@ int gaes_rs_crypt(struct skcipher_request *req, void *tctx, void *rctx, unsigned
 void gaes_rs_timer(unsigned int slot);
 void gaes_rs_work(void);
 size_t gaes_rs_stats(char *buf, size_t len);
+/* shim.c: reads the text a Rust function renders (debugfs files). */
+ssize_t kgpu_shim_read_text(char __user *ubuf, size_t count, loff_t *ppos,
+			    size_t (*fill)(char *buf, size_t len));
 void gaes_rs_reset_stats(void);
 size_t gaes_rs_tfm_ctx_size(void);
 size_t gaes_rs_req_ctx_size(void);
@@ -466,21 +469,9 @@ out:
 
 /* ---- debugfs: /sys/kernel/debug/kgpu/gaes --------------------------------------- */
 
-#define GAES_TEXT_MAX 4096
-
 static ssize_t gaes_stats_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
 {
-	char *buf;
-	size_t len;
-	ssize_t ret;
-
-	buf = kmalloc(GAES_TEXT_MAX, GFP_KERNEL);
-	if (!buf)
-		return -ENOMEM;
-	len = gaes_rs_stats(buf, GAES_TEXT_MAX);
-	ret = simple_read_from_buffer(ubuf, count, ppos, buf, min_t(size_t, len, GAES_TEXT_MAX));
-	kfree(buf);
-	return ret;
+	return kgpu_shim_read_text(ubuf, count, ppos, gaes_rs_stats);
 }
 
 /*

@@ -29,6 +29,9 @@
 void kgpu_gpq_rs_gen(int disks, size_t bytes, void **ptrs);
 void kgpu_gpq_rs_xor(int disks, int start, int stop, size_t bytes, void **ptrs);
 size_t kgpu_gpq_rs_show(char *buf, size_t len);
+/* shim.c: reads the text a Rust function renders (debugfs files). */
+ssize_t kgpu_shim_read_text(char __user *ubuf, size_t count, loff_t *ppos,
+			    size_t (*fill)(char *buf, size_t len));
 long kgpu_gpq_rs_command(const char *cmd, size_t len);
 void kgpu_gpq_rs_measure_work(void);
 
@@ -353,21 +356,9 @@ void kgpu_gpq_bench_free(void **ptrs, int disks)
 
 /* ---- debugfs: /sys/kernel/debug/kgpu/gpq ---------------------------------- */
 
-#define GPQ_TEXT_MAX 4096
-
 static ssize_t gpq_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
 {
-	char *buf;
-	size_t len;
-	ssize_t ret;
-
-	buf = kmalloc(GPQ_TEXT_MAX, GFP_KERNEL);
-	if (!buf)
-		return -ENOMEM;
-	len = kgpu_gpq_rs_show(buf, GPQ_TEXT_MAX);
-	ret = simple_read_from_buffer(ubuf, count, ppos, buf, min_t(size_t, len, GPQ_TEXT_MAX));
-	kfree(buf);
-	return ret;
+	return kgpu_shim_read_text(ubuf, count, ppos, kgpu_gpq_rs_show);
 }
 
 static ssize_t gpq_write(struct file *file, const char __user *ubuf, size_t count, loff_t *ppos)
