@@ -6,6 +6,8 @@
 #   make kmod [KDIR=...]   build kmod/kgpu.ko (default KDIR: the cached test kernel)
 #   make kmod-clean
 #   make test-kernel       boot the test kernel in qemu and run the in-guest tests
+#   make kernel-debug      build (or reuse) the debug kernel (clang, KASAN, UBSAN, preemptible)
+#   make test-kernel-debug the in-guest tests on the debug kernel
 #
 # The cache lives in $(KGPU_CACHE) (default ~/.cache/kgpu-rs), keyed by kernel
 # version, config fragment and rustc version.
@@ -13,7 +15,7 @@
 KGPU_TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))..)
 KGPU_KSCRIPTS := $(KGPU_TOP)/scripts/kernel
 
-.PHONY: kernel-toolchain kernel kmod kmod-clean test-kernel
+.PHONY: kernel-toolchain kernel kmod kmod-clean test-kernel kernel-debug test-kernel-debug
 
 kernel-toolchain:
 	$(KGPU_KSCRIPTS)/setup-toolchain --apt
@@ -29,3 +31,9 @@ kmod-clean:
 
 test-kernel:
 	$(KGPU_TOP)/scripts/qemu-test
+
+kernel-debug:
+	KGPU_KERNEL_VARIANT=debug $(KGPU_KSCRIPTS)/build-kernel
+
+test-kernel-debug:
+	KGPU_KERNEL_VARIANT=debug $(KGPU_TOP)/scripts/qemu-test

@@ -13,6 +13,17 @@ KERNEL_SRC_TARBALL=${KERNEL_SRC_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
 BINDGEN=${BINDGEN:-$KGPU_TOOLS/bin/bindgen}
 KERNEL_FRAGMENT=$KGPU_SCRIPTS/kgpu.config
 
+# KGPU_KERNEL_VARIANT picks the test kernel: "" (default: gcc, the fragment
+# above) or "debug" (clang with LLVM=1, plus kgpu-debug.config: KASAN, UBSAN,
+# a preemptible kernel, the crypto manager's fuzz tests). Each has its own
+# cache entry.
+KGPU_KERNEL_VARIANT=${KGPU_KERNEL_VARIANT:-}
+case $KGPU_KERNEL_VARIANT in
+    "") KERNEL_FRAGMENTS=("$KERNEL_FRAGMENT") ;;
+    debug) KERNEL_FRAGMENTS=("$KERNEL_FRAGMENT" "$KGPU_SCRIPTS/kgpu-debug.config") ;;
+    *) echo "error: KGPU_KERNEL_VARIANT=$KGPU_KERNEL_VARIANT: use '' or 'debug'" >&2; exit 2 ;;
+esac
+
 die() { echo "error: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
 
@@ -28,7 +39,8 @@ kernel_src_version() {
         | awk -F' *= *' '/^VERSION/{v=$2} /^PATCHLEVEL/{p=$2} /^SUBLEVEL/{s=$2} /^EXTRAVERSION/{print v"."p"."s$2; exit}'
 }
 
-# The cache key: kernel version, fragment hash, rustc version, bindgen version.
+# The cache key: kernel version, fragment hash, rustc version (and, for the
+# debug variant, the clang version).
 kernel_key() {
     local kv fh rv
     kv=$(cat "$KGPU_CACHE/.srcver-$(stat -c %s-%Y "$KERNEL_SRC_TARBALL")" 2>/dev/null) || {
@@ -37,11 +49,19 @@ kernel_key() {
         mkdir -p "$KGPU_CACHE"
         echo "$kv" > "$KGPU_CACHE/.srcver-$(stat -c %s-%Y "$KERNEL_SRC_TARBALL")"
     }
-    fh=$(sha256sum < "$KERNEL_FRAGMENT" | cut -c1-12)
+    fh=$(cat "${KERNEL_FRAGMENTS[@]}" | sha256sum | cut -c1-12)
     rv=$("$KERNEL_RUSTC" --version | awk '{print $2}')
-    echo "linux-$kv-cfg$fh-rustc$rv"
+    if [ "$KGPU_KERNEL_VARIANT" = debug ]; then
+        local cv
+        cv=$(clang --version 2>/dev/null | sed -nE 's/.*clang version ([0-9.]+).*/\1/p' | head -n1)
+        echo "linux-$kv-debug-cfg$fh-rustc$rv-clang${cv:-none}"
+    else
+        echo "linux-$kv-cfg$fh-rustc$rv"
+    fi
 }
 
 kernel_make_args() {
-    echo "ARCH=x86_64 RUSTC=$KERNEL_RUSTC BINDGEN=$BINDGEN RUST_LIB_SRC=$(kernel_rust_lib_src)"
+    local llvm=
+    [ "$KGPU_KERNEL_VARIANT" = debug ] && llvm=" LLVM=1"
+    echo "ARCH=x86_64 RUSTC=$KERNEL_RUSTC BINDGEN=$BINDGEN RUST_LIB_SRC=$(kernel_rust_lib_src)$llvm"
 }

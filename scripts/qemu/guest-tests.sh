@@ -423,7 +423,7 @@ test_no_leaks() {
 }
 
 test_dmesg_clean() {
-    if dmesg | grep -E 'BUG:|WARNING:|Oops|INFO: (possible|task)|circular locking|sleeping function called from invalid context|kgpu: internal error'; then
+    if dmesg | grep -E 'BUG:|WARNING:|Oops|KASAN|UBSAN|ODEBUG|INFO: (possible|task|rcu)|circular locking|inconsistent lock|sleeping function called from invalid context|detected stall|kgpu: internal error'; then
         return 1
     fi
 }
