@@ -7,7 +7,7 @@
 #   make kmod-clean
 #   make test-kernel       boot the test kernel in qemu and run the in-guest tests
 #   make kernel-debug      build (or reuse) the debug kernel (clang, KASAN, UBSAN, preemptible)
-#   make test-kernel-debug the in-guest tests on the debug kernel
+#   make test-kernel-debug the debug suite (scripts/qemu/suite-debug.sh) on the debug kernel
 #
 # The cache lives in $(KGPU_CACHE) (default ~/.cache/kgpu-rs), keyed by kernel
 # version, config fragment and rustc version.
@@ -36,4 +36,4 @@ kernel-debug:
 	KGPU_KERNEL_VARIANT=debug $(KGPU_KSCRIPTS)/build-kernel
 
 test-kernel-debug:
-	KGPU_KERNEL_VARIANT=debug $(KGPU_TOP)/scripts/qemu-test
+	KGPU_KERNEL_VARIANT=debug KGPU_SUITE=$${KGPU_SUITE:-debug} $(KGPU_TOP)/scripts/qemu-test

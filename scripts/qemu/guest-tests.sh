@@ -7,13 +7,35 @@ D=/sys/kernel/debug/kgpu
 P=/sys/module/kgpu/parameters
 KTEST=/bin/kgpu-ktest
 HELPER=/bin/kgpu-helper
+# SLOW: how much slower than the plain test kernel this guest runs (kgpu_slow=N
+# on the kernel command line; the debug kernel's KASAN under TCG is ~10x).
+# The module's latency knobs (helper heartbeat, gaes batching window) scale
+# with it at every insmod; the tests that shorten them restore the scaled value.
+SLOW=${kgpu_slow:-1}
+HEARTBEAT_MS=$((2000 * SLOW))
+GAES_WINDOW_US=$((200 * SLOW))
+if [ "$SLOW" -gt 1 ]; then
+    insmod() { command insmod "$@" heartbeat_timeout_ms=$HEARTBEAT_MS gaes_window_us=$GAES_WINDOW_US; }
+fi
 pass=0
 fail=0
 skipped=0
 
+# ONLY (set by a suite that sources this file, e.g. suite-debug.sh): a
+# space-separated list of glob patterns; tests whose name matches none are not
+# run and not counted.
 t() {
     name=$1
     shift
+    if [ -n "${ONLY:-}" ]; then
+        wanted=
+        set -f
+        for pat in $ONLY; do
+            case $name in $pat) wanted=1 ;; esac
+        done
+        set +f
+        [ -n "$wanted" ] || return 0
+    fi
     start=$(cut -d' ' -f1 /proc/uptime)
     rm -f /tmp/t.info
     if "$@" >/tmp/t.out 2>&1; then
@@ -202,7 +224,7 @@ test_heartbeat_stall() {
     start_server $KTEST serve freeze || return 1
     selftest echo 3000 16
     r=$?
-    echo 2000 > $P/heartbeat_timeout_ms
+    echo $HEARTBEAT_MS > $P/heartbeat_timeout_ms
     [ $r = 0 ] || return 1
     expect_eq outstanding "$(field outstanding)" 0 && expect_eq mismatches "$(field mismatches)" 0 || return 1
     [ "$(field ok)" -le 100 ] && [ "$(field timeouts)" -gt 0 ] && [ "$(field nohelper)" -gt 0 ] \

@@ -14,7 +14,7 @@ gstat() {
 
 gaes_defaults() {
     echo 2048 > $P/gaes_cpu_max_bytes
-    echo 200 > $P/gaes_window_us
+    echo $GAES_WINDOW_US > $P/gaes_window_us
 }
 
 # /proc/crypto: each gaes driver registered, async, priority from the
