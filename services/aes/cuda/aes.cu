@@ -10,7 +10,7 @@
 // so that the 32 lanes of a warp never conflict; the decryption kernels keep
 // Td0..Td3 and the inverse S-box the same way. Round keys are kernel
 // parameters (constant bank, usable directly as instruction operands). The
-// small per-unit kernels (CTR tails, XTS tweaks, ciphertext stealing) read
+// small per-unit kernels (CTR tails, XTS tweaks for stealing, ciphertext stealing) read
 // plain tables from global memory.
 //
 // State words are big-endian (FIPS-197 byte 0 in the top byte), the data is
@@ -43,7 +43,7 @@ struct KgpuAesArgs {
     kgpu_aes_u64 data;         // device address of the first byte (in place)
     kgpu_aes_u64 aux;          // device address of the IV list (IV_LIST)
     kgpu_aes_u64 tables;       // Te0..3, Td0..3, S-box, inverse S-box (256 words each)
-    kgpu_aes_u64 scratch;      // XTS: one encrypted tweak (16 bytes) per unit
+    kgpu_aes_u64 scratch;      // XTS with stealing: one encrypted tweak (16 bytes) per unit
     kgpu_aes_u64 start_sector; // IV_PLAIN64: sector of unit 0
     kgpu_aes_u64 units;        // number of units
     kgpu_aes_u64 unit_len;     // bytes per unit
@@ -421,6 +421,11 @@ extern "C" __global__ void kgpu_aes_xts_tweak(const __grid_constant__ KgpuAesArg
 }
 
 // One warp per unit: lane l handles blocks l, l + 32, ... with tweak T * x^j.
+// Every lane computes the unit's encrypted tweak T itself (the two XTS keys
+// have the same length, so the same NR): one more block per lane and unit
+// instead of a second kernel and a tweak buffer per request. The encryption
+// kernel has the replicated Te tables in shared memory; the decryption kernel
+// reads the plain ones from global memory (every lane the same address).
 // Units whose length is not a multiple of 16 leave their last full block to
 // the stealing kernel.
 template <int NR>
@@ -432,12 +437,18 @@ static __device__ __forceinline__ void kgpu_aes_xts_body(const KgpuAesArgs &a,
     const kgpu_aes_u64 nproc = (a.unit_len & 15) ? fb - 1 : fb;
     const bool al = a.aligned != 0;
     kgpu_aes_u8 *data = (kgpu_aes_u8 *)a.data;
-    const uint4 *tw = (const uint4 *)a.scratch;
     const kgpu_aes_u64 warp = ((kgpu_aes_u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const kgpu_aes_u64 nwarps = ((kgpu_aes_u64)gridDim.x * blockDim.x) >> 5;
     for (kgpu_aes_u64 u = warp; u < a.units; u += nwarps) {
-        uint4 t0 = tw[u];
-        kgpu_aes_u32 v[4] = {t0.x, t0.y, t0.z, t0.w};
+        kgpu_aes_u32 v[4];
+        kgpu_aes_unit_iv(a, u, v);
+        if (dec)
+            kgpu_aes_encrypt<NR, 0>(v, a.rk + KGPU_AES_RK_TWEAK, (const kgpu_aes_u32 *)a.tables + KGPU_AES_TE, 0);
+        else
+            kgpu_aes_encrypt<NR, 1>(v, a.rk + KGPU_AES_RK_TWEAK, 0, lane);
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            v[i] = kgpu_aes_bswap(v[i]);
         kgpu_aes_u32 x[4];
         // v = T * x^lane
 #define KGPU_AES_LADDER(S)                                                                       \

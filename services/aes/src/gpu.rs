@@ -398,17 +398,30 @@ impl AesGpu {
                 self.run(stream, &k.cbc_dec, &args, cfg)?;
             }
             (Mode::Xts, dec) => {
-                let words = usize::try_from(layout.units)
-                    .ok()
-                    .and_then(|u| u.checked_mul(4))
-                    .ok_or(AesGpuError::Invalid(AesError::BadLength))?;
-                // SAFETY: the tweak kernel writes every one of the `units`
-                // 16-byte entries before the XTS kernels (queued after it on the
-                // same stream) read them; nothing reads the buffer uninitialised.
-                let scratch: CudaSlice<u32> = unsafe { stream.alloc::<u32>(words) }?;
-                let (sp, _scratch_guard) = scratch.device_ptr(stream);
-                args.scratch = sp;
-                self.run(stream, &k.xts_tweak, &args, self.small(layout.units))?;
+                // The XTS kernels compute each unit's tweak themselves; only
+                // ciphertext stealing (units not a multiple of 16 bytes) needs
+                // the tweaks in a buffer, written by the tweak kernel.
+                let scratch: Option<CudaSlice<u32>> = if tail {
+                    let words = usize::try_from(layout.units)
+                        .ok()
+                        .and_then(|u| u.checked_mul(4))
+                        .ok_or(AesGpuError::Invalid(AesError::BadLength))?;
+                    // SAFETY: the tweak kernel writes every one of the `units`
+                    // 16-byte entries before the stealing kernel (queued after
+                    // it on the same stream) reads them; nothing reads the
+                    // buffer uninitialised.
+                    Some(unsafe { stream.alloc::<u32>(words) }?)
+                } else {
+                    None
+                };
+                let _scratch_guard = scratch.as_ref().map(|sc| {
+                    let (sp, guard) = sc.device_ptr(stream);
+                    args.scratch = sp;
+                    guard
+                });
+                if tail {
+                    self.run(stream, &k.xts_tweak, &args, self.small(layout.units))?;
+                }
                 let (f, smem) = if dec {
                     (&k.xts_dec, DEC_SMEM)
                 } else {
