@@ -13,7 +13,7 @@
 CARGO ?= cargo
 HELPER := target/release/kgpu-helper
 
-.PHONY: all helper run bench test test-rust fmt-check clippy cargo-test loom clean install fuzz-smoke test-deps
+.PHONY: all helper run bench test test-rust fmt-check clippy cargo-test loom clean install fuzz-smoke test-deps dkms-src
 
 SHELL := /bin/bash
 
@@ -70,8 +70,23 @@ test-rust: fmt-check clippy helper cargo-test loom
 
 test: test-rust fuzz-smoke test-kernel test-kernel-debug
 
+# The module's sources alone (no build outputs) in $(DKMS_SRC), for
+# `dkms add $(DKMS_SRC)`: Kbuild, kmod/ and the files kmod/ includes by path.
+DKMS_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' dkms.conf)
+DKMS_SRC ?= $(DESTDIR)/usr/src/kgpu-$(DKMS_VERSION)
+dkms-src:
+	rm -rf $(DKMS_SRC)
+	install -d $(DKMS_SRC)/kmod $(DKMS_SRC)/common/src $(DKMS_SRC)/services/aes/src $(DKMS_SRC)/services/raid6/src
+	install -m 0644 Kbuild dkms.conf LICENSE-GPLv2 $(DKMS_SRC)/
+	install -m 0644 kmod/Kbuild kmod/*.rs kmod/*.c $(DKMS_SRC)/kmod/
+	install -m 0644 common/src/*.rs $(DKMS_SRC)/common/src/
+	install -m 0644 services/aes/src/proto.rs $(DKMS_SRC)/services/aes/src/
+	install -m 0644 services/raid6/src/proto.rs $(DKMS_SRC)/services/raid6/src/
+	rm -f $(DKMS_SRC)/kmod/*.mod.c
+	@echo "module sources in $(DKMS_SRC): dkms add $(DKMS_SRC) && dkms install kgpu/$(DKMS_VERSION)"
+
 # Installs the helper, runkgpu/stopkgpu, the systemd unit and the docs; the
-# module itself installs with dkms (`dkms install .`) or `make kmod` +
+# module itself installs with dkms (`make dkms-src`, then `dkms add`) or `make kmod` +
 # `make -C $$KDIR M=$$PWD modules_install`.
 install: helper
 	install -D -m 0755 $(HELPER) $(DESTDIR)$(PREFIX)/sbin/kgpu-helper
