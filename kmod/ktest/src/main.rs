@@ -809,7 +809,12 @@ fn scribble(s: &mut Session, rng: &mut Rng, fig: &mut Figures) {
         38..=68 => 5,
         _ => 6,
     };
-    let len = 1 + rng.below(16) as usize;
+    // Index writes store one u32; the others 1 to 16 random bytes.
+    let len = if (1..=4).contains(&target) {
+        4
+    } else {
+        1 + rng.below(16) as usize
+    };
     match target {
         0 => {
             // Anywhere in the header page: layout fields, flags, doorbells,
