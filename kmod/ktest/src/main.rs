@@ -1161,6 +1161,13 @@ fn serve(mode: Mode, seed: u64) -> ! {
             if hostile && mode == Mode::Random {
                 fig.hangups += 1;
                 fig.reattaches += 1;
+                if sessions >= RANDOM_SESSIONS {
+                    hostile = false;
+                    fig.print("random done");
+                    println!(
+                        "kgpu-ktest: random: done after {sessions} sessions, serving correctly"
+                    );
+                }
                 sessions += 1;
                 s = s.restart();
                 seen.clear();
