@@ -546,6 +546,9 @@ test_dmesg_clean() {
 
 # ---- run ---------------------------------------------------------------------
 
+# A suite (/suite-NAME.sh) sources this file for its definitions only.
+[ -n "$KGPU_DEFINE_ONLY" ] && return 0
+
 t module_load test_load
 t dev_node_0600 test_node
 t second_opener_refused test_open_twice
