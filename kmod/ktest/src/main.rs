@@ -800,13 +800,13 @@ fn scribble(s: &mut Session, rng: &mut Rng, fig: &mut Figures) {
     // Mostly places the kernel must ignore or check; the kernel-owned
     // indices (which it never reads back) rarely, as they mostly break our
     // own end of the ring and end the session.
-    let target = match rng.below(100) {
-        0..=29 => 0,
-        30..=32 => 1,
-        33 => 2,
-        34 => 3,
-        35..=37 => 4,
-        38..=68 => 5,
+    let target = match rng.below(1000) {
+        0..=299 => 0,
+        300..=309 => 1,
+        310..=314 => 2,
+        315..=319 => 3,
+        320..=329 => 4,
+        330..=664 => 5,
         _ => 6,
     };
     // Index writes store one u32; the others 1 to 16 random bytes.
