@@ -1343,6 +1343,7 @@ fn serve(mode: Mode, seed: u64) -> ! {
                 if own_error {
                     fig.helper_ring_errors += 1;
                 }
+                fig.reattaches += 1;
                 if sessions >= RANDOM_SESSIONS {
                     hostile = false;
                     fig.print("random done");
@@ -1350,7 +1351,6 @@ fn serve(mode: Mode, seed: u64) -> ! {
                         "kgpu-ktest: random: done after {sessions} sessions, serving correctly"
                     );
                 }
-                fig.reattaches += 1;
                 sessions += 1;
                 s = s.restart();
                 seen.clear();
