@@ -310,7 +310,10 @@ pub(crate) fn poll_mask() -> u32 {
         match a.sq.space() {
             Ok(free) if free < a.sq.entries() => m |= POLL_IN,
             Ok(_) => {}
-            Err(_) => return POLL_HUP,
+            Err(_) => {
+                mark_broken(a, "submission ring head out of range");
+                return POLL_HUP;
+            }
         }
         if a.draining && a.slots.in_flight() == 0 {
             m |= POLL_HUP;

@@ -85,6 +85,9 @@ struct Tally {
     failed: AtomicU64,
     timeouts: AtomicU64,
     mismatches: AtomicU64,
+    /// Callbacks for a window slot that had no request outstanding: a
+    /// request completed twice (or a callback after a refused submission).
+    doubles: AtomicU64,
 }
 
 static T: Tally = Tally {
@@ -97,6 +100,7 @@ static T: Tally = Tally {
     failed: AtomicU64::new(0),
     timeouts: AtomicU64::new(0),
     mismatches: AtomicU64::new(0),
+    doubles: AtomicU64::new(0),
 };
 
 /// The expected answer of the request occupying each window slot.
@@ -211,7 +215,9 @@ fn done(ctx: usize, o: &Outcome<'_>) {
             }
         });
         record(ok, o.status);
-        T.busy.fetch_and(!(1u64 << w), Ordering::AcqRel);
+        if T.busy.fetch_and(!(1u64 << w), Ordering::AcqRel) & (1u64 << w) == 0 {
+            T.doubles.fetch_add(1, Ordering::Relaxed);
+        }
         T.outstanding.fetch_sub(1, Ordering::AcqRel);
         T.progress.store(1, Ordering::Release);
     }
@@ -763,6 +769,7 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     T.failed.store(0, Ordering::Relaxed);
     T.timeouts.store(0, Ordering::Relaxed);
     T.mismatches.store(0, Ordering::Relaxed);
+    T.doubles.store(0, Ordering::Relaxed);
     T.run.store(run, Ordering::SeqCst);
 
     let start = Ktime::ktime_get();
@@ -815,6 +822,7 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     let failed = get(&T.failed);
     let timeouts = get(&T.timeouts);
     let mismatches = get(&T.mismatches);
+    let doubles = get(&T.doubles);
     let (nohelper, refused, busy_waits) =
         (get(&sh.nohelper), get(&sh.refused), get(&sh.busy_waits));
     let (ns_ok, ns_asleep, ns_timeout) = (
@@ -826,6 +834,7 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     let gen_error = sh.gen_error.load(Ordering::Relaxed);
     let pass = ok + ns_asleep + ns_timeout == u64::from(p.count)
         && mismatches == 0
+        && doubles == 0
         && drained
         && !stalled
         && gen_error == 0;
@@ -837,7 +846,7 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     let mut w = BufWriter::new(out);
     let _ = writeln!(
         w,
-        "{}: total={} ok={} failed={} nohelper={} refused={} timeouts={} mismatches={} outstanding={} stalled={} busy_waits={} threads={} elapsed_ms={}",
+        "{}: total={} ok={} failed={} nohelper={} refused={} timeouts={} mismatches={} doubles={} outstanding={} stalled={} busy_waits={} threads={} elapsed_ms={}",
         name,
         p.count,
         ok,
@@ -846,6 +855,7 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
         refused,
         timeouts,
         mismatches,
+        doubles,
         outstanding,
         stalled as u32,
         busy_waits,

@@ -194,14 +194,130 @@ test_selftest_detects_wrong_data() {
     grep -q 'result: FAIL' $D/selftest && [ "$(field mismatches)" -gt 0 ]
 }
 
+# figure NAME: NAME=... from the stand-in's last "figures" line.
+figure() {
+    grep 'figures' /tmp/server.log | tail -n1 | sed -n "s/.* $1=\([0-9]*\).*/\1/p"
+}
+
 test_hostile_completions() {
     before=$(stat_of bad_completions)
     start_server $KTEST serve garbage || return 1
     selftest echo 1000 16 || return 1
+    grep -q 'result: PASS' $D/selftest && expect_eq doubles "$(field doubles)" 0 || return 1
+    # Every bad record (invalid slot, stale generation, generation 0, a slot
+    # never submitted, unknown status, overlong bytes, a duplicate in the same
+    # batch, a duplicate after the kernel took the answer) is read and
+    # rejected exactly once. The last duplicates go out a round after the last
+    # answer: wait for the stand-in's count to settle.
+    i=0
+    while [ $i -lt 100 ]; do
+        written=$(figure bad_records)
+        rejected=$(( $(stat_of bad_completions) - before ))
+        [ -n "$written" ] && [ "$written" = "$rejected" ] && break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    echo "garbage: bad records written $written, rejected $rejected, answers $(figure answers)" >> /tmp/t.info
+    expect_eq "bad records rejected" "$rejected" "$written" || return 1
+    [ "$written" -ge 8000 ] || { echo "only $written bad records for 1000 requests"; return 1; }
+    stop_server
+}
+
+# accounted: the last self-test lost no request and completed none twice.
+accounted() {
+    sum=$(( $(field ok) + $(field failed) + $(field nohelper) + $(field refused) + $(field timeouts) ))
+    expect_eq accounted "$sum" "$(field total)" && expect_eq mismatches "$(field mismatches)" 0 \
+        && expect_eq doubles "$(field doubles)" 0 && expect_eq outstanding "$(field outstanding)" 0 \
+        && expect_eq stalled "$(field stalled)" 0
+}
+
+# hostile_run PATTERN: self-tests (200 echo requests, 16 in flight) while the
+# stand-in misbehaves, until it prints PATTERN (at most 40); each must account
+# for every request. Sums the outcomes into $runs_* for the record.
+hostile_run() {
+    runs=0 runs_ok=0 runs_failed=0 runs_timeouts=0 runs_nohelper=0 runs_refused=0
+    while ! grep -q "$1" /tmp/server.log; do
+        [ $runs -lt 40 ] || { echo "the stand-in never printed '$1'"; tail -n 5 /tmp/server.log; return 1; }
+        kill -0 "$SERVER_PID" 2>/dev/null || { echo "the stand-in died"; cat /tmp/server.log; return 1; }
+        echo "echo 200 16" > $D/selftest || return 1
+        accounted || { cat $D/selftest; return 1; }
+        runs=$((runs + 1))
+        runs_ok=$((runs_ok + $(field ok)))
+        runs_failed=$((runs_failed + $(field failed)))
+        runs_timeouts=$((runs_timeouts + $(field timeouts)))
+        runs_nohelper=$((runs_nohelper + $(field nohelper)))
+        runs_refused=$((runs_refused + $(field refused)))
+    done
+    echo "self-tests during it: $runs x 200 requests: ok=$runs_ok failed=$runs_failed timeouts=$runs_timeouts nohelper=$runs_nohelper refused=$runs_refused, none lost, none twice, no mismatch" >> /tmp/t.info
+}
+
+# After a hostile stand-in: a new well-behaved one attaches and serves.
+fallback_ok() {
+    start_server $KTEST serve echo || return 1
+    selftest echo 500 16 || return 1
+    grep -q 'result: PASS' $D/selftest && stop_server
+}
+
+test_hostile_random() {
+    seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+    bad0=$(stat_of bad_completions) late0=$(stat_of late_completions) corrupt0=$(stat_of ring_corrupt)
+    echo 500 > $P/request_timeout_ms
+    echo 500 > $P/sync_timeout_ms
+    r=1
+    if start_server $KTEST serve random $seed; then
+        echo "random: seed $seed" >> /tmp/t.info
+        hostile_run 'random: done' && r=0
+    fi
+    echo 10000 > $P/request_timeout_ms
+    echo 5000 > $P/sync_timeout_ms
+    [ $r = 0 ] || return 1
+    grep 'not ok' /tmp/server.log && return 1
+    # Then the same process serves correctly (a fresh region).
+    wait_state attached && selftest echo 1000 16 && grep -q 'result: PASS' $D/selftest || return 1
+    rejected=$(( $(stat_of bad_completions) - bad0 ))
+    late=$(( $(stat_of late_completions) - late0 ))
+    corrupt=$(( $(stat_of ring_corrupt) - corrupt0 ))
+    grep 'figures (random done)' /tmp/server.log | sed 's/^kgpu-ktest: //' >> /tmp/t.info
+    echo "kernel: bad_completions +$rejected late_completions +$late ring_corrupt +$corrupt" >> /tmp/t.info
+    sessions=$(figure reattaches)
+    hangups=$(figure hangups)
+    [ "$rejected" -gt 0 ] || { echo "no bad record rejected"; return 1; }
+    # Each hang-up the stand-in saw is one region the kernel found broken,
+    # and the kernel breaks off a region at most once.
+    [ "$corrupt" -ge "$hangups" ] && [ "$corrupt" -le "$sessions" ] \
+        || { echo "ring_corrupt +$corrupt, hangups $hangups, sessions $sessions"; return 1; }
+    stop_server && fallback_ok
+}
+
+test_hostile_jumps() {
+    bad0=$(stat_of bad_completions) corrupt0=$(stat_of ring_corrupt)
+    start_server $KTEST serve jumps || return 1
+    hostile_run 'jumps: done' || return 1
+    grep -E '^(ok|not ok): ' /tmp/server.log
+    grep -q 'jumps: done, 0 checks failed' /tmp/server.log && ! grep -q '^not ok' /tmp/server.log || return 1
+    wait_state attached && selftest echo 1000 16 && grep -q 'result: PASS' $D/selftest || return 1
+    rejected=$(( $(stat_of bad_completions) - bad0 ))
+    corrupt=$(( $(stat_of ring_corrupt) - corrupt0 ))
+    echo "$(grep -c '^ok: ' /tmp/server.log) checks; kernel: bad_completions +$rejected (a ring of old records) ring_corrupt +$corrupt (one per fatal jump)" >> /tmp/t.info
+    # Six jumps are fatal (one broken region each); the legal one-ring jump
+    # makes the kernel read 512 old records, every one rejected.
+    expect_eq ring_corrupt "$corrupt" 6 && expect_eq bad_completions "$rejected" 512 || return 1
+    stop_server && fallback_ok
+}
+
+test_hostile_header() {
+    start_server $KTEST serve header || return 1
+    # 1000 requests answered with the header overwritten after every round.
+    selftest echo 1000 16 || return 1
     grep -q 'result: PASS' $D/selftest || return 1
-    after=$(stat_of bad_completions)
-    echo "bad completions ignored: $((after - before))"
-    [ $((after - before)) -ge 5000 ] && stop_server
+    i=0
+    while ! grep -q 'header: done' /tmp/server.log && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    grep -E '^(ok|not ok): ' /tmp/server.log
+    grep -q 'header: done, 0 checks failed' /tmp/server.log && ! grep -q '^not ok' /tmp/server.log \
+        || { cat /tmp/server.log; return 1; }
+    echo "header overwritten $(figure header_overwrites) times while answering $(figure answers) requests" >> /tmp/t.info
+    # Restored, the same region is attached again and served.
+    wait_state attached && selftest echo 300 16 && grep -q 'result: PASS' $D/selftest && stop_server
 }
 
 test_timeouts() {
@@ -473,6 +589,9 @@ test_dmesg_clean() {
 
 # ---- run ---------------------------------------------------------------------
 
+# A suite (/suite-NAME.sh) sources this file for its definitions only.
+[ -n "$KGPU_DEFINE_ONLY" ] && return 0
+
 t module_load test_load
 t dev_node_0600 test_node
 t second_opener_refused test_open_twice
@@ -484,6 +603,9 @@ t parallel_submitters_standin test_parallel_standin
 t error_status_propagates test_error_status_propagates
 t selftest_detects_wrong_data test_selftest_detects_wrong_data
 t hostile_completions_ignored test_hostile_completions
+t hostile_random_writes test_hostile_random
+t hostile_index_jumps test_hostile_jumps
+t hostile_header_overwritten test_hostile_header
 t timeouts_complete_everything test_timeouts
 t nosleep_calls_time_out test_nosleep_timeouts
 t heartbeat_stall_fails_fast test_heartbeat_stall

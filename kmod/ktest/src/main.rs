@@ -6,17 +6,51 @@
 //! kgpu-ktest open-twice          a second opener of /dev/kgpu gets EBUSY
 //! kgpu-ktest open-as-nobody      uid 65534 cannot open /dev/kgpu
 //! kgpu-ktest attach-errors       every malformed attach gets its errno; a good one works
-//! kgpu-ktest serve [MODE]        a minimal helper serving ECHO; MODE picks a misbehaviour:
+//! kgpu-ktest serve [MODE] [SEED]  a minimal helper serving ECHO; MODE picks a misbehaviour:
 //!     echo      answer correctly (default)
-//!     garbage   post invalid completions (bad slot, stale generation, unknown
-//!               status, overlong byte counts, duplicates) around the correct one
+//!     garbage   post invalid completions (bad slot, stale generation, generation
+//!               0, a slot never submitted, unknown status, overlong byte counts)
+//!               around the correct one, a duplicate right after it and another
+//!               one round later, once the kernel has taken it
 //!     silent    take requests and never answer
 //!     corrupt   answer a few, then write an impossible completion-ring tail
 //!     wrongdata answer with one byte changed
 //!     freeze    answer 100 requests, then stop everything, heartbeat included
 //!     drain     answer correctly, ask the kernel to drain after 200 requests,
 //!               exit when poll() reports POLLHUP
+//!     random    eight hostile sessions (seeded: SEED, printed): random writes all
+//!               over the region (header page, both rings' indices, submission
+//!               and completion records, the data area) mixed with correct
+//!               answers, error answers, no answers and records of random
+//!               bytes; a session ends when the kernel hangs up, when our own
+//!               end of a ring is broken, or after 300 requests or 4 s, and the
+//!               next one attaches a fresh region; then it serves correctly
+//!     jumps     head/tail jumps, one per session (completion tail a ring ahead,
+//!               a ring and one ahead, 2^31 ahead, one back, u32::MAX;
+//!               submission head past the kernel's tail, more than a ring
+//!               behind, half a ring back), each checked against the kernel's
+//!               counters and state; then it serves correctly
+//!     header    overwrite every layout field of the header (and its reserved
+//!               bytes) after every round while answering 1000 requests; then
+//!               check that the kernel kept its geometry, that the same region
+//!               cannot be attached again, and serve correctly after restoring it
 //! ```
+//!
+//! The hostile modes print `figures (...)` lines (records written, random
+//! writes by target, sessions) for the tests to compare with the kernel's
+//! counters, and `ok:`/`not ok:` lines for their own checks.
+//!
+//! What the random mode leaves alone, and why: the kernel cannot tell a
+//! correct answer from a wrong one (see `wrongdata`), so random bytes never
+//! go where they would turn an answer posted as correct into wrong data: the
+//! data-area writes hit the extents of requests it then fails or leaves
+//! unanswered; submission records are written only where the kernel cannot
+//! be writing (more than 64 entries past our head) and get an invalid slot;
+//! completion records only where the kernel is not reading, and get an
+//! invalid generation; indices the other side checks are moved anywhere
+//! except "ahead by at most a ring" of the owner's copy, which would let a
+//! side overwrite entries the other is reading (the completion tail may move
+//! so: we then go on from there, as the kernel does).
 //!
 //! It exercises the kernel's side of the protocol with a peer the tests
 //! control, including a hostile one; the real helper is tested separately.
@@ -25,10 +59,11 @@ use kgpu_common::abi::{self, service, Cqe, RegionHeader, RingIndices, Sqe, Statu
 use kgpu_common::ioctl::{AttachArgs, KGPU_IOC_ATTACH, KGPU_IOC_DOORBELL, KGPU_IOC_DRAIN};
 use kgpu_common::region::{init_header, Geometry, KNOWN_FEATURES};
 use kgpu_common::request::check_sqe;
-use kgpu_common::ring::{Consumer, Producer};
+use kgpu_common::ring::{Consumer, Producer, RingError};
 use std::ffi::{c_int, c_short, c_uint, c_ulong, c_void};
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::mem::size_of;
 use std::os::fd::AsRawFd;
 use std::process::exit;
 use std::sync::atomic::Ordering;
@@ -126,8 +161,13 @@ struct Region {
 
 impl Region {
     fn new(sq: u32, cq: u32, data: u64) -> Region {
+        Region::with_slack(sq, cq, data, 0)
+    }
+
+    /// A region whose mapping is `slack` bytes longer than its header says.
+    fn with_slack(sq: u32, cq: u32, data: u64, slack: usize) -> Region {
         let geom = Geometry::new(sq, cq, data).expect("geometry");
-        let len = geom.region_size as usize;
+        let len = geom.region_size as usize + slack;
         // SAFETY: plain syscalls; results are checked.
         unsafe {
             let fd = memfd_create(c"kgpu-ktest".as_ptr().cast(), 1);
@@ -159,6 +199,14 @@ impl Region {
     fn header(&self) -> &RegionHeader {
         // SAFETY: the header is the first page of our live mapping.
         unsafe { &*self.base.cast::<RegionHeader>() }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping; the device that may have pinned it is
+        // closed before the region is dropped (see `Session`).
+        unsafe { munmap(self.base.cast(), self.len) };
     }
 }
 
@@ -215,6 +263,14 @@ fn attach_errors() -> ! {
     let f = open_dev().expect("open /dev/kgpu");
     let r = Region::new(64, 128, 1 << 20);
     let good = r.args();
+    let attaches0 = stat_u64("attaches");
+    let refused0 = stat_u64("attach_refused");
+    let sq_tail = || {
+        // SAFETY: the submission ring's indices inside our live mapping.
+        unsafe { &(*r.base.add(r.geom.sq_off as usize).cast::<RingIndices>()).tail }
+    };
+    // A mark a successful attach would reset.
+    sq_tail().store(7, Ordering::Release);
     let mut expect = |name: &str, a: AttachArgs, want: i32| {
         let got = attach(&f, &a);
         c.check(name, got == want, format!("errno {got}, wanted {want}"));
@@ -302,11 +358,61 @@ fn attach_errors() -> ! {
         bad_ptr == EFAULT,
         format!("errno {bad_ptr}"),
     );
+    let kernel_ptr = do_ioctl(
+        &f,
+        KGPU_IOC_ATTACH,
+        0xffff_8880_0000_0000u64 as *const c_void,
+    );
+    c.check(
+        "argument pointer into the kernel",
+        kernel_ptr == EFAULT,
+        format!("errno {kernel_ptr}"),
+    );
+    // A region larger than its header says (the mapping is really that long).
+    let big = Region::with_slack(64, 128, 1 << 20, 4096);
+    let got = attach(&f, &big.args());
+    c.check(
+        "region longer than its header says",
+        got == EBADMSG,
+        format!("errno {got}"),
+    );
+    drop(big);
     let unknown = do_ioctl(&f, 0x4b7f, std::ptr::null());
     c.check(
         "unknown ioctl",
         unknown == ENOTTY,
         format!("errno {unknown}"),
+    );
+    // ATTACH's number encodes the argument's size: another size is another
+    // (unknown) command.
+    for size in [size_of::<AttachArgs>() - 8, size_of::<AttachArgs>() + 8] {
+        let cmd = (KGPU_IOC_ATTACH & !(0x3fff << 16)) | ((size as u32) << 16);
+        let got = do_ioctl(&f, cmd, (&good as *const AttachArgs).cast());
+        c.check(
+            &format!("ATTACH with argument size {size}"),
+            got == ENOTTY,
+            format!("errno {got}"),
+        );
+    }
+    // No refusal changed anything: no attach counted, every refusal counted
+    // once, the rings (which a successful attach resets) untouched.
+    let refusals = 15;
+    let attaches = stat_u64("attaches").wrapping_sub(attaches0);
+    let refused = stat_u64("attach_refused").wrapping_sub(refused0);
+    c.check(
+        "refusals left no attach",
+        attaches == 0 && stat("state") == "detached",
+        format!("attaches +{attaches}, state {}", stat("state")),
+    );
+    c.check(
+        "every refusal counted once",
+        refused == refusals,
+        format!("attach_refused +{refused}, wanted +{refusals}"),
+    );
+    c.check(
+        "refusals left the region alone",
+        sq_tail().load(Ordering::Acquire) == 7 && r.header().cq_flags.load(Ordering::Acquire) == 0,
+        "ring indices or flags written".into(),
     );
     let got = attach(&f, &good);
     c.check("good attach", got == 0, format!("errno {got}"));
@@ -332,8 +438,7 @@ fn attach_errors() -> ! {
         r.header().helper_state.load(Ordering::Acquire) == abi::helper_state::DETACHED,
         "helper_state not DETACHED".into(),
     );
-    // SAFETY: unmapping our own mapping after the kernel let go of it.
-    unsafe { munmap(r.base.cast(), r.len) };
+    drop(r);
     c.finish()
 }
 
@@ -346,23 +451,140 @@ enum Mode {
     WrongData,
     Drain,
     Freeze,
+    Random,
+    Jumps,
+    Header,
 }
 
-fn serve(mode: Mode) -> ! {
-    let f = open_dev().unwrap_or_else(|e| {
-        eprintln!("kgpu-ktest: open {DEV}: {e}");
-        exit(1)
-    });
-    let r = Region::new(256, 512, 8 << 20);
-    let rc = attach(&f, &r.args());
-    if rc != 0 {
-        eprintln!("kgpu-ktest: attach: errno {rc}");
-        exit(1);
+const STATS: &str = "/sys/kernel/debug/kgpu/stats";
+
+/// A line `NAME: VALUE` of the kernel's stats file.
+fn stat(name: &str) -> String {
+    let text = std::fs::read_to_string(STATS).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+        .unwrap_or("?")
+        .to_owned()
+}
+
+fn stat_u64(name: &str) -> u64 {
+    stat(name).parse().unwrap_or(u64::MAX)
+}
+
+/// splitmix64: reproducible from the seed the test prints.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn fill(&mut self, dst: *mut u8, len: usize) {
+        for i in 0..len {
+            // SAFETY: callers pass a range inside the mapped region.
+            unsafe { std::ptr::write_volatile(dst.add(i), self.next() as u8) };
+        }
+    }
+}
+
+/// What a serving run did, printed so that the tests can compare it with the
+/// kernel's counters.
+#[derive(Clone, Default, PartialEq, Eq)]
+struct Figures {
+    /// Submissions taken off the ring.
+    requests: u64,
+    /// Correct answers posted.
+    answers: u64,
+    /// Error answers posted (a valid error status, no bytes).
+    errors: u64,
+    /// Requests never answered.
+    unanswered: u64,
+    /// Records posted that the kernel must reject (garbage, jumps).
+    bad_records: u64,
+    /// Records of random bytes posted.
+    random_records: u64,
+    /// Random writes into the region, by target.
+    scribbles: [u64; SCRIBBLE_TARGETS],
+    scribbled_bytes: u64,
+    /// Random writes into the extents of requests then failed or left
+    /// unanswered (random mode).
+    data_scribbles: u64,
+    /// Header layout overwrites (header mode).
+    header_overwrites: u64,
+    /// Attaches after the first (random, jumps).
+    reattaches: u64,
+    /// Sessions the kernel ended with POLLHUP.
+    hangups: u64,
+    /// Sessions ended because the helper's own end of a ring was corrupted.
+    helper_ring_errors: u64,
+}
+
+const SCRIBBLE_TARGETS: usize = 7;
+const SCRIBBLE_NAMES: [&str; SCRIBBLE_TARGETS] = [
+    "header",
+    "sq_head",
+    "sq_tail",
+    "cq_head",
+    "cq_tail",
+    "sq_records",
+    "cq_records",
+];
+
+impl Figures {
+    fn print(&self, label: &str) {
+        let mut by = String::new();
+        for (n, c) in SCRIBBLE_NAMES.iter().zip(self.scribbles) {
+            by.push_str(&format!(" {n}={c}"));
+        }
+        println!(
+            "kgpu-ktest: figures ({label}): requests={} answers={} errors={} unanswered={} bad_records={} random_records={} scribbles={} scribbled_bytes={} data_scribbles={} header_overwrites={} reattaches={} hangups={} helper_ring_errors={} |{by}",
+            self.requests,
+            self.answers,
+            self.errors,
+            self.unanswered,
+            self.bad_records,
+            self.random_records,
+            self.scribbles.iter().sum::<u64>(),
+            self.scribbled_bytes,
+            self.data_scribbles,
+            self.header_overwrites,
+            self.reattaches,
+            self.hangups,
+            self.helper_ring_errors
+        );
+    }
+}
+
+/// One attached region and the helper's ends of its rings.
+struct Session {
+    /// Dropped first: closing detaches before the region is unmapped.
+    f: File,
+    r: Region,
+    sq: Consumer<Sqe>,
+    cq: Producer<Cqe>,
+}
+
+/// The helper's ends of the rings of `r`, starting from the indices found there.
+fn ring_ends(r: &Region) -> (Consumer<Sqe>, Producer<Cqe>) {
     let g = r.geom;
-    // SAFETY: offsets from the geometry we created; the mapping lives until
-    // exit; we are the only SQ consumer and CQ producer.
-    let (mut sq, mut cq) = unsafe {
+    // SAFETY: offsets from the geometry we created; the mapping lives as long
+    // as the region, which outlives the ends (both live in one `Session`); the
+    // callers drop the previous ends first, so there is one consumer of the SQ
+    // and one producer of the CQ on this side.
+    unsafe {
         (
             Consumer::<Sqe>::new(
                 r.base.add(g.sq_off as usize).cast::<RingIndices>(),
@@ -375,26 +597,615 @@ fn serve(mode: Mode) -> ! {
                 g.cq_entries,
             ),
         )
-    };
-    // SAFETY: the data area lies inside our mapping.
-    let data = unsafe { r.base.add(g.data_off as usize) };
-    println!("kgpu-ktest: attached, serving");
-    let mut served = 0u64;
-    loop {
+    }
+}
+
+impl Session {
+    fn start() -> Session {
+        let f = open_dev().unwrap_or_else(|e| {
+            eprintln!("kgpu-ktest: open {DEV}: {e}");
+            exit(1)
+        });
+        let r = Region::new(256, 512, 8 << 20);
+        let rc = attach(&f, &r.args());
+        if rc != 0 {
+            eprintln!("kgpu-ktest: attach: errno {rc}");
+            exit(1);
+        }
+        Session::with(f, r)
+    }
+
+    fn with(f: File, r: Region) -> Session {
+        let (sq, cq) = ring_ends(&r);
+        Session { f, r, sq, cq }
+    }
+
+    fn geom(&self) -> Geometry {
+        self.r.geom
+    }
+
+    fn sq_idx(&self) -> &RingIndices {
+        // SAFETY: the submission ring's indices inside our live mapping.
+        unsafe {
+            &*self
+                .r
+                .base
+                .add(self.r.geom.sq_off as usize)
+                .cast::<RingIndices>()
+        }
+    }
+
+    fn cq_idx(&self) -> &RingIndices {
+        // SAFETY: the completion ring's indices inside our live mapping.
+        unsafe {
+            &*self
+                .r
+                .base
+                .add(self.r.geom.cq_off as usize)
+                .cast::<RingIndices>()
+        }
+    }
+
+    fn data(&self) -> *mut u8 {
+        // SAFETY: the data area lies inside our mapping.
+        unsafe { self.r.base.add(self.r.geom.data_off as usize) }
+    }
+
+    fn doorbell(&self) -> i32 {
+        do_ioctl(&self.f, KGPU_IOC_DOORBELL, std::ptr::null())
+    }
+
+    fn heartbeat(&self) {
+        self.r.header().heartbeat.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits up to `ms` for the kernel; returns poll's `revents`.
+    fn wait(&self, ms: c_int) -> c_short {
         let mut p = PollFd {
-            fd: f.as_raw_fd(),
+            fd: self.f.as_raw_fd(),
             events: POLLIN,
             revents: 0,
         };
         // SAFETY: one valid pollfd.
-        unsafe { poll(&mut p, 1, 100) };
-        if p.revents & POLLHUP != 0 {
+        unsafe { poll(&mut p, 1, ms) };
+        p.revents
+    }
+
+    fn hung_up(&self) -> bool {
+        self.wait(0) & POLLHUP != 0
+    }
+
+    /// Re-reads the completion ring's indices (after writing them behind the
+    /// producer's back).
+    fn resync_cq(&mut self) {
+        let (_, cq) = ring_ends(&self.r);
+        self.cq = cq;
+    }
+
+    /// Our own completion-ring tail (what `publish` stores).
+    fn cq_tail(&self) -> u32 {
+        self.cq.publish();
+        self.cq_idx().tail.load(Ordering::Acquire)
+    }
+
+    /// Our own submission-ring head (what `release` stores).
+    fn sq_head(&self) -> u32 {
+        self.sq.release();
+        self.sq_idx().head.load(Ordering::Acquire)
+    }
+
+    /// Posts one record; false when the ring stays full or is broken.
+    fn push(&mut self, c: Cqe) -> bool {
+        for _ in 0..2000 {
+            match self.cq.push(c) {
+                Ok(()) => return true,
+                Err(RingError::Full) => {
+                    // Full: let the kernel reap, then retry.
+                    self.doorbell();
+                    if self.hung_up() {
+                        return false;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(RingError::Corrupt { .. }) => return false,
+            }
+        }
+        false
+    }
+
+    /// Closes the device (the kernel detaches) and attaches a fresh region.
+    fn restart(self) -> Session {
+        drop(self);
+        let state = stat("state");
+        if state != "detached" {
+            println!("not ok: state after close is '{state}', wanted 'detached'");
+        }
+        Session::start()
+    }
+}
+
+/// The correct answer to `sqe` (ECHO only), the output written.
+fn answer(sqe: &Sqe, data: *mut u8, data_size: u64, wrong: bool) -> Cqe {
+    let mut cqe = Cqe {
+        slot: sqe.slot,
+        gen: sqe.gen,
+        status: Status::Ok.raw(),
+        backend: abi::backend::CPU,
+        bytes: 0,
+        nanos: 0,
+    };
+    match check_sqe(sqe, data_size) {
+        Ok(x) if sqe.service == service::ECHO && x.output.len >= x.input.len => {
+            // SAFETY: both extents were checked to lie in the data area.
+            unsafe {
+                std::ptr::copy(
+                    data.add(x.input.off as usize),
+                    data.add(x.output.off as usize),
+                    x.input.len as usize,
+                );
+                if wrong && x.input.len > 0 {
+                    *data.add(x.output.off as usize) ^= 0x5a;
+                }
+            }
+            cqe.bytes = x.input.len;
+        }
+        Ok(_) if sqe.service != service::ECHO => cqe.status = Status::UnknownService.raw(),
+        Ok(_) => cqe.status = Status::BadLength.raw(),
+        Err(s) => cqe.status = s.raw(),
+    }
+    cqe
+}
+
+/// A record of random bytes.
+fn random_cqe(rng: &mut Rng) -> Cqe {
+    Cqe {
+        slot: rng.next() as u32,
+        gen: rng.next() as u32,
+        status: rng.next() as i32,
+        backend: rng.next() as u32,
+        bytes: rng.next(),
+        nanos: rng.next(),
+    }
+}
+
+/// An index value for a random write that is never "ahead by at most a ring"
+/// of `own`: behind it, far ahead, or random.
+fn index_not_just_ahead(rng: &mut Rng, own: u32, entries: u32) -> u32 {
+    let v = match rng.below(3) {
+        0 => rng.next() as u32,
+        1 => own.wrapping_sub(1 + rng.below(2 * u64::from(entries)) as u32),
+        _ => own.wrapping_add(entries + 1 + rng.below(1 << 20) as u32),
+    };
+    if v.wrapping_sub(own) <= entries {
+        own.wrapping_sub(1)
+    } else {
+        v
+    }
+}
+
+/// In-flight submissions live in the first `SQ_BUSY` entries from the
+/// helper's head: the self-test keeps at most 64 requests in flight.
+const SQ_BUSY: u32 = 64;
+
+/// Random mode: how many sessions are hostile before it behaves.
+const RANDOM_SESSIONS: u64 = 8;
+/// Random mode: a hostile session ends after this many requests or this long.
+const RANDOM_SESSION_REQUESTS: u64 = 300;
+const RANDOM_SESSION_MS: u128 = 4000;
+
+/// One random write somewhere in the region (never into a record or extent
+/// the kernel may be reading as a correct answer: see the `random` mode).
+fn scribble(s: &mut Session, rng: &mut Rng, fig: &mut Figures) {
+    let g = s.geom();
+    // Mostly places the kernel must ignore or check; the kernel-owned
+    // indices (which it never reads back) rarely, as they mostly break our
+    // own end of the ring and end the session.
+    let target = match rng.below(1000) {
+        0..=299 => 0,
+        300..=309 => 1,
+        310..=314 => 2,
+        315..=319 => 3,
+        320..=329 => 4,
+        330..=664 => 5,
+        _ => 6,
+    };
+    // Index writes store one u32; the others 1 to 16 random bytes.
+    let len = if (1..=4).contains(&target) {
+        4
+    } else {
+        1 + rng.below(16) as usize
+    };
+    match target {
+        0 => {
+            // Anywhere in the header page: layout fields, flags, doorbells,
+            // helper_state, heartbeat, reserved bytes.
+            let off = rng.below(u64::from(abi::HEADER_SIZE) - len as u64) as usize;
+            // SAFETY: inside the header page of our mapping.
+            rng.fill(unsafe { s.r.base.add(off) }, len);
+        }
+        1 => {
+            // Ours: the kernel checks it (a head past its tail or more than
+            // a ring behind is corrupt; a head ahead of what we consumed
+            // would let the kernel overwrite entries we read: not written).
+            let own = s.sq_head();
+            let v = index_not_just_ahead(rng, own, g.sq_entries);
+            s.sq_idx().head.store(v, Ordering::Release);
+        }
+        2 => {
+            // The kernel's: it never reads it back; our consumer sees it.
+            let own = s.sq_idx().tail.load(Ordering::Acquire);
+            let v = index_not_just_ahead(rng, own, g.sq_entries);
+            s.sq_idx().tail.store(v, Ordering::Release);
+        }
+        3 => {
+            // The kernel's: never read back; our producer sees it.
+            let own = s.cq_idx().head.load(Ordering::Acquire);
+            let v = index_not_just_ahead(rng, own, g.cq_entries);
+            s.cq_idx().head.store(v, Ordering::Release);
+        }
+        4 => {
+            // Ours: the kernel checks it. Ahead by at most a ring, the kernel
+            // reads old records (all stale); we go on from there.
+            let own = s.cq_tail();
+            let v = if rng.chance(50) {
+                own.wrapping_add(1 + rng.below(u64::from(g.cq_entries)) as u32)
+            } else {
+                index_not_just_ahead(rng, own, g.cq_entries)
+            };
+            s.cq_idx().tail.store(v, Ordering::Release);
+            if v.wrapping_sub(own) <= g.cq_entries {
+                // Go on after the records the kernel now takes as posted.
+                s.resync_cq();
+            }
+        }
+        5 => {
+            // A submission entry the kernel cannot be writing (more than
+            // SQ_BUSY past our head), with its slot made invalid so that its
+            // answer, if we ever read it, is rejected.
+            let pos = s
+                .sq_head()
+                .wrapping_add(SQ_BUSY + rng.below(u64::from(g.sq_entries - SQ_BUSY)) as u32)
+                & (g.sq_entries - 1);
+            let rec = g.sq_records() as usize + pos as usize * std::mem::size_of::<Sqe>();
+            let off = rng.below((std::mem::size_of::<Sqe>() - len) as u64) as usize;
+            // SAFETY: inside submission record `pos` of our mapping.
+            unsafe {
+                rng.fill(s.r.base.add(rec + off), len);
+                let slot = s.r.base.add(rec).cast::<u32>();
+                std::ptr::write_volatile(slot, std::ptr::read_volatile(slot) | 1 << 31);
+            }
+        }
+        _ => {
+            // A completion entry the kernel does not read now (outside
+            // [kernel head, our tail)), its generation made invalid.
+            let tail = s.cq_tail();
+            let head = s.cq_idx().head.load(Ordering::Acquire);
+            let used = tail.wrapping_sub(head);
+            if used >= g.cq_entries {
+                return;
+            }
+            let pos = tail.wrapping_add(rng.below(u64::from(g.cq_entries - used)) as u32)
+                & (g.cq_entries - 1);
+            let rec = g.cq_records() as usize + pos as usize * std::mem::size_of::<Cqe>();
+            // SAFETY: inside completion record `pos` of our mapping.
+            unsafe {
+                let gen = s.r.base.add(rec + 4).cast::<u32>();
+                std::ptr::write_volatile(gen, std::ptr::read_volatile(gen) | 1 << 31);
+                let off = rng.below((std::mem::size_of::<Cqe>() - len) as u64) as usize;
+                rng.fill(s.r.base.add(rec + off), len);
+                std::ptr::write_volatile(gen, std::ptr::read_volatile(gen) | 1 << 31);
+            }
+        }
+    }
+    fig.scribbles[target] += 1;
+    fig.scribbled_bytes += len as u64;
+}
+
+/// Random bytes over the extents of a request the helper will not answer
+/// correctly.
+fn scribble_extents(s: &Session, rng: &mut Rng, sqe: &Sqe) -> u64 {
+    let Ok(x) = check_sqe(sqe, s.geom().data_size) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in [x.input, x.output] {
+        if e.len == 0 {
+            continue;
+        }
+        let len = 1 + rng.below(e.len.min(64)) as usize;
+        let off = e.off + rng.below(e.len - len as u64 + 1);
+        // SAFETY: the extent was checked to lie in the data area.
+        rng.fill(unsafe { s.data().add(off as usize) }, len);
+        n += len as u64;
+    }
+    n
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Jump {
+    /// CQ tail ahead by exactly one ring: the kernel reads a whole ring of
+    /// old records, all of them stale.
+    CqFullRing,
+    /// CQ tail ahead by a ring and one.
+    CqPastRing,
+    /// CQ tail ahead by 2^31.
+    CqFar,
+    /// CQ tail one behind the kernel's head.
+    CqBack,
+    /// CQ tail set to u32::MAX (a counter wrapped the wrong way).
+    CqWrap,
+    /// SQ head past the kernel's tail.
+    SqPastTail,
+    /// SQ head more than a ring behind the tail.
+    SqBehind,
+    /// SQ head half a ring backwards (legal: the kernel sees less space).
+    SqBackHalf,
+}
+
+const JUMPS: [Jump; 8] = [
+    Jump::CqFullRing,
+    Jump::CqPastRing,
+    Jump::CqFar,
+    Jump::CqBack,
+    Jump::CqWrap,
+    Jump::SqPastTail,
+    Jump::SqBehind,
+    Jump::SqBackHalf,
+];
+
+impl Jump {
+    fn fatal(self) -> bool {
+        !matches!(self, Jump::CqFullRing | Jump::SqBackHalf)
+    }
+}
+
+/// Waits until the kernel has consumed every completion we posted.
+fn catch_up(s: &Session) -> bool {
+    for _ in 0..2000 {
+        let t = s.cq_tail();
+        if s.cq_idx().head.load(Ordering::Acquire) == t {
+            return true;
+        }
+        s.doorbell();
+        s.heartbeat();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    false
+}
+
+/// Polls `f` for up to `ms` milliseconds.
+fn eventually(ms: u64, s: &Session, mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..ms / 5 {
+        if f() {
+            return true;
+        }
+        s.heartbeat();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    f()
+}
+
+/// Performs one jump and checks the kernel's reaction; returns the session
+/// to go on with.
+fn do_jump(mut s: Session, j: Jump, c: &mut Checks, fig: &mut Figures) -> Session {
+    let g = s.geom();
+    let bad0 = stat_u64("bad_completions");
+    let corrupt0 = stat_u64("ring_corrupt");
+    if !catch_up(&s) {
+        c.check(
+            &format!("{j:?}: kernel consumed our completions"),
+            false,
+            "it did not".into(),
+        );
+    }
+    let t = s.cq_tail();
+    match j {
+        Jump::CqFullRing => s
+            .cq_idx()
+            .tail
+            .store(t.wrapping_add(g.cq_entries), Ordering::Release),
+        Jump::CqPastRing => s
+            .cq_idx()
+            .tail
+            .store(t.wrapping_add(g.cq_entries + 1), Ordering::Release),
+        Jump::CqFar => s
+            .cq_idx()
+            .tail
+            .store(t.wrapping_add(1 << 31), Ordering::Release),
+        Jump::CqBack => s.cq_idx().tail.store(t.wrapping_sub(1), Ordering::Release),
+        Jump::CqWrap => s.cq_idx().tail.store(u32::MAX, Ordering::Release),
+        Jump::SqPastTail => {
+            let ktail = s.sq_idx().tail.load(Ordering::Acquire);
+            s.sq_idx()
+                .head
+                .store(ktail.wrapping_add(SQ_BUSY), Ordering::Release);
+        }
+        Jump::SqBehind => {
+            let h = s.sq_head();
+            s.sq_idx()
+                .head
+                .store(h.wrapping_sub(g.sq_entries + 1), Ordering::Release);
+        }
+        Jump::SqBackHalf => {
+            let h = s.sq_head();
+            s.sq_idx()
+                .head
+                .store(h.wrapping_sub(g.sq_entries / 2), Ordering::Release);
+        }
+    }
+    s.doorbell();
+    if j.fatal() {
+        let hup = eventually(5000, &s, || {
+            s.doorbell();
+            s.hung_up()
+        });
+        c.check(
+            &format!("{j:?}: kernel hangs up"),
+            hup,
+            "no POLLHUP within 5 s".into(),
+        );
+        let state = stat("state");
+        c.check(
+            &format!("{j:?}: state broken"),
+            state == "broken",
+            format!("state '{state}'"),
+        );
+        let d = stat_u64("ring_corrupt").wrapping_sub(corrupt0);
+        c.check(
+            &format!("{j:?}: ring_corrupt +1"),
+            d == 1,
+            format!("ring_corrupt +{d}"),
+        );
+        fig.hangups += u64::from(hup);
+        fig.reattaches += 1;
+        return s.restart();
+    }
+    match j {
+        Jump::CqFullRing => {
+            let n = u64::from(g.cq_entries);
+            fig.bad_records += n;
+            let got = eventually(3000, &s, || {
+                stat_u64("bad_completions").wrapping_sub(bad0) >= n
+            });
+            let d = stat_u64("bad_completions").wrapping_sub(bad0);
+            c.check(
+                &format!("{j:?}: all {n} old records rejected"),
+                got && d == n,
+                format!("bad_completions +{d}"),
+            );
+            s.resync_cq();
+        }
+        _ => {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            s.heartbeat();
+            s.sq.release();
+        }
+    }
+    let d = stat_u64("ring_corrupt").wrapping_sub(corrupt0);
+    c.check(
+        &format!("{j:?}: not treated as corruption"),
+        d == 0 && !s.hung_up(),
+        format!("ring_corrupt +{d}, state {}", stat("state")),
+    );
+    s
+}
+
+/// Header mode: every layout field of the header gets a wrong value, and the
+/// reserved rest of the page random bytes (the atomics stay: the helper
+/// needs its heartbeat).
+fn overwrite_header(s: &Session, rng: &mut Rng) {
+    let h = s.r.base.cast::<RegionHeader>();
+    let g = s.geom();
+    // SAFETY: fields of the header page of our mapping, written through raw
+    // pointers (the kernel only reads the atomics, which are not touched).
+    unsafe {
+        use std::ptr::{addr_of_mut, write_volatile as w};
+        w(
+            addr_of_mut!((*h).magic),
+            abi::REGION_MAGIC ^ (1 | rng.next()),
+        );
+        w(
+            addr_of_mut!((*h).version),
+            abi::ABI_VERSION + 1 + rng.below(100) as u32,
+        );
+        w(addr_of_mut!((*h).header_size), rng.next() as u32 | 1);
+        w(
+            addr_of_mut!((*h).region_size),
+            g.region_size ^ (1 | rng.next()),
+        );
+        w(addr_of_mut!((*h).sq_off), rng.next());
+        w(addr_of_mut!((*h).sq_entries), (rng.next() as u32) | 3);
+        w(addr_of_mut!((*h).sqe_size), 1 + rng.below(4096) as u32);
+        w(addr_of_mut!((*h).cq_off), rng.next());
+        w(addr_of_mut!((*h).cq_entries), 1 << 31);
+        w(addr_of_mut!((*h).cqe_size), 0);
+        w(addr_of_mut!((*h).data_off), g.region_size - 1);
+        w(addr_of_mut!((*h).data_size), u64::MAX);
+        w(addr_of_mut!((*h).features), rng.next() | 1 << 63);
+        let tail = std::mem::offset_of!(RegionHeader, heartbeat) + 8;
+        rng.fill(s.r.base.add(tail), abi::HEADER_SIZE as usize - tail);
+    }
+}
+
+/// Header mode: answers this many requests with the header overwritten,
+/// then checks that the same region cannot be attached again.
+const HEADER_REQUESTS: u64 = 1000;
+
+fn serve(mode: Mode, seed: u64) -> ! {
+    let mut s = Session::start();
+    println!("kgpu-ktest: attached, serving");
+    if matches!(mode, Mode::Random | Mode::Jumps | Mode::Header) {
+        println!("kgpu-ktest: seed {seed}");
+    }
+    let mut rng = Rng(seed);
+    let mut fig = Figures::default();
+    let mut printed = Figures::default();
+    let mut checks = Checks { failed: 0 };
+    let mut served = 0u64;
+    // Hostile until its script is done (random, jumps, header).
+    let mut hostile = matches!(mode, Mode::Random | Mode::Jumps | Mode::Header);
+    // Garbage: answers already taken, posted again a round later.
+    let mut late: Vec<Cqe> = Vec::new();
+    // Garbage: slots we saw submitted (the others were never submitted).
+    let mut seen_slots = vec![false; s.geom().cq_entries as usize];
+    // Random: requests seen in this session, and the session's start.
+    let mut seen: std::collections::HashSet<(u32, u32)> = std::collections::HashSet::new();
+    let mut session_start = std::time::Instant::now();
+    let mut session_requests = 0u64;
+    let mut sessions = 1u64;
+    let mut jumps = JUMPS.iter();
+    let mut jump_after = 50u64;
+    loop {
+        let ev = s.wait(100);
+        if ev & POLLHUP != 0 {
+            if hostile && mode == Mode::Random {
+                fig.hangups += 1;
+                fig.reattaches += 1;
+                if sessions >= RANDOM_SESSIONS {
+                    hostile = false;
+                    fig.print("random done");
+                    println!(
+                        "kgpu-ktest: random: done after {sessions} sessions, serving correctly"
+                    );
+                }
+                sessions += 1;
+                s = s.restart();
+                seen.clear();
+                session_start = std::time::Instant::now();
+                session_requests = 0;
+                continue;
+            }
+            fig.print("final");
             println!("kgpu-ktest: kernel hung up after {served} requests");
             exit(0);
         }
-        r.header().heartbeat.fetch_add(1, Ordering::Relaxed);
+        s.heartbeat();
         let mut posted = false;
-        while let Ok(Some(sqe)) = sq.pop() {
+        let mut took = 0u64;
+        if mode == Mode::Garbage && !late.is_empty() {
+            // Duplicates of completions the kernel has already taken.
+            for c in std::mem::take(&mut late) {
+                if s.push(c) {
+                    fig.bad_records += 1;
+                }
+            }
+            posted = true;
+        }
+        loop {
+            let sqe = match s.sq.pop() {
+                Ok(Some(x)) => x,
+                Ok(None) => break,
+                Err(e) => {
+                    if hostile && mode == Mode::Random {
+                        fig.helper_ring_errors += 1;
+                        break;
+                    }
+                    println!("kgpu-ktest: submission ring: {e:?}");
+                    exit(1);
+                }
+            };
+            took += 1;
+            fig.requests += 1;
             if mode == Mode::Freeze && served == 100 {
                 println!("kgpu-ktest: freezing");
                 loop {
@@ -405,34 +1216,49 @@ fn serve(mode: Mode) -> ! {
             if mode == Mode::Silent {
                 continue;
             }
-            let mut cqe = Cqe {
-                slot: sqe.slot,
-                gen: sqe.gen,
-                status: Status::Ok.raw(),
-                backend: abi::backend::CPU,
-                bytes: 0,
-                nanos: 0,
-            };
-            match check_sqe(&sqe, g.data_size) {
-                Ok(x) if sqe.service == service::ECHO && x.output.len >= x.input.len => {
-                    // SAFETY: both extents were checked to lie in the data area.
-                    unsafe {
-                        std::ptr::copy(
-                            data.add(x.input.off as usize),
-                            data.add(x.output.off as usize),
-                            x.input.len as usize,
-                        );
-                        if mode == Mode::WrongData && x.input.len > 0 {
-                            *data.add(x.output.off as usize) ^= 0x5a;
-                        }
+            if hostile && mode == Mode::Random {
+                session_requests += 1;
+                if !seen.insert((sqe.slot, sqe.gen)) || sqe.slot >= s.geom().cq_entries {
+                    // Read again (an index was moved) or a record we
+                    // scribbled on: answered with a record of random bytes.
+                    if s.push(random_cqe(&mut rng)) {
+                        fig.random_records += 1;
                     }
-                    cqe.bytes = x.input.len;
+                    posted = true;
+                    continue;
                 }
-                Ok(_) if sqe.service != service::ECHO => cqe.status = Status::UnknownService.raw(),
-                Ok(_) => cqe.status = Status::BadLength.raw(),
-                Err(s) => cqe.status = s.raw(),
+                let fate = rng.below(100);
+                if fate >= 70 {
+                    fig.scribbled_bytes += scribble_extents(&s, &mut rng, &sqe);
+                    fig.data_scribbles += 1;
+                    if fate < 80 {
+                        let c = Cqe {
+                            slot: sqe.slot,
+                            gen: sqe.gen,
+                            status: 1 + rng.below(9) as i32,
+                            backend: rng.next() as u32,
+                            bytes: 0,
+                            nanos: rng.next(),
+                        };
+                        if s.push(c) {
+                            fig.errors += 1;
+                        }
+                    } else if fate < 90 {
+                        fig.unanswered += 1;
+                    } else if s.push(random_cqe(&mut rng)) {
+                        fig.unanswered += 1;
+                        fig.random_records += 1;
+                    }
+                    posted = true;
+                    continue;
+                }
             }
+            let cqe = answer(&sqe, s.data(), s.geom().data_size, mode == Mode::WrongData);
             if mode == Mode::Garbage {
+                if let Some(x) = seen_slots.get_mut(sqe.slot as usize) {
+                    *x = true;
+                }
+                let never = seen_slots.iter().rposition(|x| !x).unwrap_or(0) as u32;
                 let bad = [
                     Cqe {
                         slot: 1 << 30,
@@ -454,47 +1280,163 @@ fn serve(mode: Mode) -> ! {
                         bytes: cqe.bytes + 1 + (64 << 20),
                         ..cqe
                     },
+                    // A slot that was never submitted.
+                    Cqe {
+                        slot: never,
+                        gen: 1,
+                        ..cqe
+                    },
+                    // Generation 0 is never used.
+                    Cqe { gen: 0, ..cqe },
                 ];
                 for b in bad {
-                    push(&mut cq, &f, b);
+                    if s.push(b) {
+                        fig.bad_records += 1;
+                    }
                 }
             }
             if mode == Mode::Corrupt && served > 20 {
-                // SAFETY: the completion ring's indices in our mapping.
-                let idx = unsafe { &*r.base.add(g.cq_off as usize).cast::<RingIndices>() };
-                let head = idx.head.load(Ordering::Acquire);
-                idx.tail
-                    .store(head.wrapping_add(4 * g.cq_entries), Ordering::Release);
-                do_ioctl(&f, KGPU_IOC_DOORBELL, std::ptr::null());
+                let head = s.cq_idx().head.load(Ordering::Acquire);
+                s.cq_idx().tail.store(
+                    head.wrapping_add(4 * s.geom().cq_entries),
+                    Ordering::Release,
+                );
+                s.doorbell();
                 continue;
             }
-            push(&mut cq, &f, cqe);
+            if s.push(cqe) {
+                fig.answers += 1;
+            }
             if mode == Mode::Garbage {
-                push(&mut cq, &f, cqe);
+                // Duplicate at once (usually in the same batch), and again
+                // once the kernel has taken it.
+                if s.push(cqe) {
+                    fig.bad_records += 1;
+                }
+                late.push(cqe);
             }
             if mode == Mode::Drain && served == 200 {
-                let rc = do_ioctl(&f, KGPU_IOC_DRAIN, std::ptr::null());
+                let rc = do_ioctl(&s.f, KGPU_IOC_DRAIN, std::ptr::null());
                 println!("kgpu-ktest: drain requested (errno {rc})");
             }
             posted = true;
         }
+        if hostile && mode == Mode::Random {
+            for _ in 0..rng.below(3) {
+                if s.push(random_cqe(&mut rng)) {
+                    fig.random_records += 1;
+                }
+                posted = true;
+            }
+            for _ in 0..rng.below(4) {
+                scribble(&mut s, &mut rng, &mut fig);
+            }
+        }
         if posted {
-            do_ioctl(&f, KGPU_IOC_DOORBELL, std::ptr::null());
+            s.doorbell();
+        }
+        if hostile && mode == Mode::Random {
+            let own_error = s.sq.available().is_err() || s.cq.space().is_err();
+            let over = session_requests >= RANDOM_SESSION_REQUESTS
+                || session_start.elapsed().as_millis() >= RANDOM_SESSION_MS;
+            if own_error || over {
+                if own_error {
+                    fig.helper_ring_errors += 1;
+                }
+                fig.reattaches += 1;
+                if sessions >= RANDOM_SESSIONS {
+                    hostile = false;
+                    fig.print("random done");
+                    println!(
+                        "kgpu-ktest: random: done after {sessions} sessions, serving correctly"
+                    );
+                }
+                sessions += 1;
+                s = s.restart();
+                seen.clear();
+                session_start = std::time::Instant::now();
+                session_requests = 0;
+                continue;
+            }
+        }
+        if hostile && mode == Mode::Jumps && fig.answers >= jump_after {
+            match jumps.next() {
+                Some(&j) => {
+                    s = do_jump(s, j, &mut checks, &mut fig);
+                    jump_after = fig.answers + 50;
+                }
+                None => {
+                    hostile = false;
+                    fig.print("jumps done");
+                    println!(
+                        "kgpu-ktest: jumps: done, {} checks failed, serving correctly",
+                        checks.failed
+                    );
+                }
+            }
+            continue;
+        }
+        if hostile && mode == Mode::Header {
+            overwrite_header(&s, &mut rng);
+            fig.header_overwrites += 1;
+            if fig.answers >= HEADER_REQUESTS {
+                hostile = false;
+                s = header_reattach(s, &mut checks, &fig);
+            }
+        }
+        if took == 0 && (fig.requests, fig.bad_records) != (printed.requests, printed.bad_records) {
+            fig.print("running");
+            printed = fig.clone();
         }
     }
 }
 
-fn push(cq: &mut Producer<Cqe>, f: &File, c: Cqe) {
-    loop {
-        match cq.push(c) {
-            Ok(()) => return,
-            Err(_) => {
-                // Full: let the kernel reap, then retry.
-                do_ioctl(f, KGPU_IOC_DOORBELL, std::ptr::null());
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-        }
+/// Header mode, at the end: the kernel still used its own geometry; the same
+/// region, header overwritten, cannot be attached again; restored, it can.
+fn header_reattach(s: Session, c: &mut Checks, fig: &Figures) -> Session {
+    let g = s.geom();
+    for (name, want) in [
+        ("sq_entries", u64::from(g.sq_entries)),
+        ("cq_entries", u64::from(g.cq_entries)),
+        ("region_bytes", g.region_size),
+        ("data_bytes", g.data_size),
+    ] {
+        let got = stat_u64(name);
+        c.check(
+            &format!("kernel's {name} unchanged"),
+            got == want,
+            format!("{got}, wanted {want}"),
+        );
     }
+    fig.print("header done");
+    let Session { f, r, .. } = s;
+    drop(f);
+    let f = open_dev().unwrap_or_else(|e| {
+        println!("kgpu-ktest: reopen: {e}");
+        exit(1)
+    });
+    let rc = attach(&f, &r.args());
+    c.check(
+        "attach with the overwritten header refused (EBADMSG)",
+        rc == EBADMSG,
+        format!("errno {rc}"),
+    );
+    // SAFETY: our own mapping; the kernel refused it and holds nothing.
+    unsafe { init_header(r.base, &r.geom, KNOWN_FEATURES) };
+    let rc = attach(&f, &r.args());
+    c.check(
+        "attach after restoring the header",
+        rc == 0,
+        format!("errno {rc}"),
+    );
+    if rc != 0 {
+        exit(1);
+    }
+    println!(
+        "kgpu-ktest: header: done, {} checks failed, serving correctly",
+        c.failed
+    );
+    Session::with(f, r)
 }
 
 fn main() {
@@ -512,15 +1454,29 @@ fn main() {
                 Some("wrongdata") => Mode::WrongData,
                 Some("drain") => Mode::Drain,
                 Some("freeze") => Mode::Freeze,
+                Some("random") => Mode::Random,
+                Some("jumps") => Mode::Jumps,
+                Some("header") => Mode::Header,
                 Some(m) => {
                     eprintln!("kgpu-ktest: unknown serve mode {m}");
                     exit(2)
                 }
             };
-            serve(mode)
+            let seed = match args.get(3).map(|a| a.parse::<u64>()) {
+                Some(Ok(v)) => v,
+                Some(Err(_)) => {
+                    eprintln!("kgpu-ktest: seed must be a number");
+                    exit(2)
+                }
+                None => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1),
+            };
+            serve(mode, seed)
         }
         _ => {
-            eprintln!("usage: kgpu-ktest open-twice|open-as-nobody|attach-errors|serve [echo|garbage|silent|corrupt|wrongdata|drain|freeze]");
+            eprintln!("usage: kgpu-ktest open-twice|open-as-nobody|attach-errors|serve [echo|garbage|silent|corrupt|wrongdata|drain|freeze|random|jumps|header] [SEED]");
             exit(2)
         }
     }
