@@ -3,7 +3,7 @@
 #
 #   make run          build, self-test and a short benchmark through the userspace stand-in
 #   make test-deps    what the tests need: kernel-test packages (root), bindgen, cargo-fuzz
-#   make test         every test: format, lints, workspace tests, loom model, fuzzing, then the kernel in qemu
+#   make test         every test: format, lints, workspace tests, loom model, fuzzing, then the kernel in qemu (tests, then the soak)
 #   make test-rust    the userspace part of `make test` only
 #   make bench        the full benchmark table (CPU vs the helper's backend, side by side)
 #   make helper       build target/release/kgpu-helper
@@ -67,7 +67,7 @@ test-deps: kernel-toolchain
 
 test-rust: fmt-check clippy helper cargo-test loom
 
-test: test-rust fuzz-smoke test-kernel
+test: test-rust fuzz-smoke test-kernel test-soak
 
 # Installs the helper, runkgpu/stopkgpu, the systemd unit and the docs; the
 # module itself installs with dkms (`dkms install .`) or `make kmod` +
