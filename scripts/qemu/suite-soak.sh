@@ -7,7 +7,7 @@
 # For SOAK_SECONDS (kernel command line, default 120) fio passes (random
 # writes with verify, direct and buffered, then a verify-only pass with the
 # page cache dropped) run on the filesystem while
-#   - the helper (`kgpu-helper serve`, CPU backend) is SIGKILLed every 2-5 s
+#   - the helper (`kgpu-helper serve`, CPU backend) is SIGKILLed after 3-7 s of service
 #     and restarted after a random pause of 0.1-1.5 s;
 #   - md runs its initial resync, then `check` and `repair` one after another.
 # Then: e2fsck -fn, md `check` (mismatch_cnt 0), the helper stopped, and every
@@ -30,7 +30,10 @@ MNT=/mnt/soak
 W=/tmp/soak
 SOAK_SECONDS=${SOAK_SECONDS:-120}
 DEV_MB=${SOAK_DEV_MB:-48}
-FIO_MB=${SOAK_FIO_MB:-16}
+# MiB written by each fio job in a pass (the 4 KiB random-write job: half).
+# Under TCG a pass of the default 4 takes about a minute.
+FIO_MB=${SOAK_FIO_MB:-4}
+FIO_MB_SMALL=$(( FIO_MB / 2 > 0 ? FIO_MB / 2 : 1 ))
 export DM_DISABLE_UDEV=1
 
 pass=0
@@ -83,6 +86,11 @@ setup_step() {
 
 now() {
     cut -d' ' -f1 /proc/uptime | cut -d. -f1
+}
+
+# Uptime in milliseconds.
+now_ms() {
+    awk '{ printf "%d", $1 * 1000 }' /proc/uptime
 }
 
 # rand N: 0..N-1
@@ -160,27 +168,30 @@ start_helper() {
     return 1
 }
 
-# The killer (background): runs the helper, SIGKILLs it every 2-5 s, restarts
+# The killer (background): runs the helper, SIGKILLs it after 3-7 s, restarts
 # it after 0.1-1.5 s, until $W/stop exists; leaves one running. Counts in
 # $W/kills and $W/reattach_failures.
 killer() {
     kills=0
     failures=0
     while [ ! -e $W/stop ]; do
-        wait_for=$((20 + $(rand 30)))
+        wait_for=$((30 + $(rand 40)))
         i=0
         while [ $i -lt $wait_for ] && [ ! -e $W/stop ]; do sleep 0.1; i=$((i + 1)); done
         [ -e $W/stop ] && break
+        k0=$(now_ms)
         kill -9 $HPID 2>/dev/null
         wait $HPID 2>/dev/null
         if ! wait_state detached 300; then
             echo "kill $((kills + 1)): no detach" >> $W/killer.log
             failures=$((failures + 1))
         fi
+        k1=$(now_ms)
         kills=$((kills + 1))
         echo $kills > $W/kills
         sleep "0.$(( 1 + $(rand 9) ))$(rand 10)"
         [ $(rand 3) = 0 ] && sleep 0.5
+        k2=$(now_ms)
         if ! start_helper >> $W/killer.log 2>&1; then
             failures=$((failures + 1))
             echo $failures > $W/reattach_failures
@@ -188,6 +199,9 @@ killer() {
             start_helper >> $W/killer.log 2>&1 || { failures=$((failures + 1)); }
         fi
         echo $failures > $W/reattach_failures
+        k3=$(now_ms)
+        # kill -> detached, pause, start -> attached (ms)
+        echo "$((k1 - k0)) $((k2 - k1)) $((k3 - k2))" >> $W/kill-times
     done
 }
 
@@ -227,6 +241,7 @@ verify_fatal=0
 verify_dump=0
 verify_state_save=0
 [direct4k]
+size=${FIO_MB_SMALL}m
 rw=randwrite
 bs=4k
 direct=1
@@ -261,7 +276,8 @@ fio_run() {
     verr=$(grep -ciE 'verify.*(bad|fail)|bad magic|crc32c: |md5: ' $W/fio-$name.out)
     echo $(( $(cat $W/verified_kb) + kb )) > $W/verified_kb
     echo $(( $(cat $W/verify_errors) + verr )) > $W/verify_errors
-    echo "$name: rc=$rc verified_kb=$kb job_errors=$jerr verify_error_lines=$verr" >> $W/fio.log
+    jobs=$(awk -F';' '$1 == 3 && NF > 50 { printf " %s(w %d KiB %d ms, r %d KiB %d ms)", $3, $47, $50, $6, $9 }' $W/fio-$name.out)
+    echo "$name: rc=$rc verified_kb=$kb job_errors=$jerr verify_error_lines=$verr;$jobs" >> $W/fio.log
     if [ $rc != 0 ] || [ $jerr != 0 ] || [ $verr != 0 ]; then
         echo "--- $name" >> $W/fio-errors.log
         grep -v '^3;' $W/fio-$name.out | head -n 20 >> $W/fio-errors.log
@@ -276,7 +292,7 @@ echo 0 > $W/verified_kb
 echo 0 > $W/verify_errors
 echo 0 > $W/kills
 echo 0 > $W/reattach_failures
-echo "kgpu-guest: soak: ${SOAK_SECONDS} s of load, 6 x ${DEV_MB} MiB RAID6, fio ${FIO_MB} MiB x 3 jobs a pass"
+echo "kgpu-guest: soak: ${SOAK_SECONDS} s of load, 6 x ${DEV_MB} MiB RAID6, fio $((FIO_MB_SMALL + 2 * FIO_MB)) MiB a pass (3 jobs)"
 
 for f in $HELPER $FIO $SHM_PRELOAD $DMSETUP /bin/mdadm /bin/mke2fs; do
     [ -e $f ] || { ko soak_prerequisites "$f missing from the initramfs"; finish; }
@@ -340,7 +356,9 @@ sed 's/^/    /' $W/fio.log
 check soak_fio_verify "$npass passes in $load_s s, $((verified_kb / 1024)) MiB verified, $verify_errors verify errors" \
     sh -c "[ $fio_failed = 0 ] && [ $verify_errors = 0 ] && [ $verified_kb -gt 0 ] || { cat $W/fio-errors.log; false; }"
 
-check soak_helper_kills "$kills kills, $reattach_failures restarts that did not re-attach" \
+times=$(awk '{ d += $1; p += $2; a += $3; if ($1 > md) md = $1; if ($3 > ma) ma = $3 }
+    END { if (NR) printf "kill to detach avg %d ms (max %d), pause avg %d ms, start to attach avg %d ms (max %d)", d / NR, md, p / NR, a / NR, ma }' $W/kill-times 2>/dev/null)
+check soak_helper_kills "$kills kills, $reattach_failures restarts that did not re-attach; $times" \
     sh -c "[ $kills -gt 0 ] && [ $reattach_failures = 0 ] || { cat $W/killer.log; false; }"
 
 syncs=$(wc -l < $W/sync.log 2>/dev/null || echo 0)
@@ -382,7 +400,7 @@ for s in aes raid6; do
 done
 g_req=$(gaes_of requests) g_q=$(gaes_of queued) g_gpu=$(gaes_of gpu_requests) g_redo=$(gaes_of cpu_redo)
 g_inline=$(( $(gaes_of cpu_nohelper) + $(gaes_of cpu_small) + $(gaes_of cpu_busy) + $(gaes_of cpu_other) ))
-acc_info="$acc_info gaes: requests $g_req = queued $g_q + cpu inline $g_inline, queued = helper $g_gpu + cpu_redo $g_redo;"
+acc_info="$acc_info gaes: requests $g_req = queued $g_q + cpu inline $g_inline (nohelper $(gaes_of cpu_nohelper) small $(gaes_of cpu_small) busy $(gaes_of cpu_busy) other $(gaes_of cpu_other)), queued = helper $g_gpu + cpu_redo $g_redo;"
 [ "$g_req" = $((g_q + g_inline)) ] && [ "$g_q" = $((g_gpu + g_redo)) ] || acc=1
 q_calls=$(( $(gpq_of gen_calls) + $(gpq_of xor_calls) ))
 q_gpu=$(gpq_of gpu)
