@@ -305,9 +305,9 @@ $HELPER serve --help >/dev/null 2>&1 || { ko soak_prerequisites "kgpu-helper has
 echo $HUNG_TASK_S > /proc/sys/kernel/hung_task_timeout_secs
 
 # kgpu with every md syndrome sent to the helper (threshold 0). A spin bound
-# of 20 ms: long enough for a helper round trip under TCG, short enough that
-# calls spinning with preemption off while the helper is being killed do not
-# starve the rest of the guest.
+# of 20 ms: enough for most helper round trips under TCG (about 7 % time out),
+# short enough that calls spinning with preemption off while the helper is
+# being killed do not starve the rest of the guest.
 setup_step insmod insmod /kgpu.ko gpq_threshold=0 gpq_spin_us=20000 gpq_wake_us=20000
 setup_step helper start_helper
 
