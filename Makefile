@@ -4,7 +4,7 @@
 #   make run          build, self-test and a short benchmark through the userspace stand-in
 #   make test-deps    what the tests need: kernel-test packages (root), bindgen, cargo-fuzz
 #   make test         every test: format, lints, workspace tests, loom model, fuzzing, then the kernel in qemu
-#                     (the plain test kernel, then the debug kernel)
+#                     (the plain test kernel, the soak, then the debug kernel)
 #   make test-rust    the userspace part of `make test` only
 #   make bench        the full benchmark table (CPU vs the helper's backend, side by side)
 #   make helper       build target/release/kgpu-helper
@@ -68,7 +68,7 @@ test-deps: kernel-toolchain
 
 test-rust: fmt-check clippy helper cargo-test loom
 
-test: test-rust fuzz-smoke test-kernel test-kernel-debug
+test: test-rust fuzz-smoke test-kernel test-soak test-kernel-debug
 
 # The module's sources alone (no build outputs) in $(DKMS_SRC), for
 # `dkms add $(DKMS_SRC)`: Kbuild, kmod/ and the files kmod/ includes by path.

@@ -265,6 +265,12 @@ fn batches_ptr() -> *mut Batch {
 // ---- counters --------------------------------------------------------------
 
 struct Stats {
+    /// Every encrypt/decrypt call.
+    requests: AtomicU64,
+    /// Calls answered `-EINPROGRESS` (placed in a batch); each is completed
+    /// exactly once, by the helper's answer (`gpu_reqs`) or the redo
+    /// (`cpu_redo`).
+    queued: AtomicU64,
     gpu_reqs: AtomicU64,
     gpu_bytes: AtomicU64,
     cpu_nohelper: AtomicU64,
@@ -288,6 +294,8 @@ struct Stats {
 const Z: AtomicU64 = AtomicU64::new(0);
 
 static STATS: Stats = Stats {
+    requests: Z,
+    queued: Z,
     gpu_reqs: Z,
     gpu_bytes: Z,
     cpu_nohelper: Z,
@@ -488,6 +496,7 @@ extern "C" fn gaes_rs_crypt(
     // contexts; nothing else writes the tfm context during a request.
     let (ctx, rc) = unsafe { (&*tctx.cast::<TfmCtx>(), &mut *rctx.cast::<ReqCtx>()) };
     let info = req_info(req);
+    inc(&STATS.requests, 1);
     let max_bytes = max_batch_bytes();
     if ctx.key_len == 0 || !eligible(mode, info.len, max_bytes) {
         inc(&STATS.cpu_other, 1);
@@ -618,6 +627,7 @@ extern "C" fn gaes_rs_crypt(
 
     match placed {
         Placed::Queued(f) => {
+            inc(&STATS.queued, 1);
             f.into_iter().flatten().for_each(submit_batch);
             -EINPROGRESS
         }
@@ -829,6 +839,8 @@ extern "C" fn gaes_rs_work() {
 #[no_mangle]
 extern "C" fn gaes_rs_reset_stats() {
     let all = [
+        &STATS.requests,
+        &STATS.queued,
         &STATS.gpu_reqs,
         &STATS.gpu_bytes,
         &STATS.cpu_nohelper,
@@ -860,6 +872,8 @@ extern "C" fn gaes_rs_stats(buf: *mut c_char, len: usize) -> usize {
     let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let batches = g(&STATS.batches);
     let reqs = g(&STATS.gpu_reqs);
+    let _ = writeln!(w, "requests: {}", g(&STATS.requests));
+    let _ = writeln!(w, "queued: {}", g(&STATS.queued));
     let _ = writeln!(w, "gpu_requests: {}", reqs);
     let _ = writeln!(w, "gpu_bytes: {}", g(&STATS.gpu_bytes));
     let _ = writeln!(w, "batches: {}", batches);

@@ -6,6 +6,8 @@
 #   make kmod [KDIR=...]   build kmod/kgpu.ko (default KDIR: the cached test kernel)
 #   make kmod-clean
 #   make test-kernel       boot the test kernel in qemu and run the in-guest tests
+#   make test-soak         the soak: fio with verify on ext4/gaes dm-crypt/md RAID6 (gpq) while
+#                          the helper is killed and restarted; SOAK_SECONDS of load (default 120)
 #   make kernel-debug      build (or reuse) the debug kernel (clang, KASAN, UBSAN, preemptible)
 #   make test-kernel-debug the debug suite (scripts/qemu/suite-debug.sh) on the debug kernel
 #
@@ -15,7 +17,7 @@
 KGPU_TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))..)
 KGPU_KSCRIPTS := $(KGPU_TOP)/scripts/kernel
 
-.PHONY: kernel-toolchain kernel kmod kmod-clean test-kernel kernel-debug test-kernel-debug
+.PHONY: kernel-toolchain kernel kmod kmod-clean test-kernel test-soak kernel-debug test-kernel-debug
 
 kernel-toolchain:
 	$(KGPU_KSCRIPTS)/setup-toolchain --apt
@@ -31,6 +33,10 @@ kmod-clean:
 
 test-kernel:
 	$(KGPU_TOP)/scripts/qemu-test
+
+SOAK_SECONDS ?= 120
+test-soak:
+	KGPU_SUITE=soak SOAK_SECONDS=$(SOAK_SECONDS) $(KGPU_TOP)/scripts/qemu-test
 
 kernel-debug:
 	KGPU_KERNEL_VARIANT=debug $(KGPU_KSCRIPTS)/build-kernel
