@@ -33,14 +33,19 @@ bench: helper
 	$(HELPER) bench --compare --modes echo,aes128-xts,aes128-ctr,aes128-ecb,aes128-cbc-dec,raid6-gen16 \
 		--sizes 4K,64K,1M,16M --depths 1,16,256
 
+# The workspace, and the crates outside it: the in-guest test program and the
+# fuzz targets.
 fmt-check:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path kmod/ktest/Cargo.toml -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 
 # The helper's default `cuda` feature turns on the services' CUDA code too;
 # the second run lints the build without it.
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p kgpu-helper --all-targets --no-default-features -- -D warnings
+	$(CARGO) clippy --manifest-path kmod/ktest/Cargo.toml --target-dir target/ktest --all-targets -- -D warnings
 
 cargo-test:
 	$(CARGO) test --workspace
@@ -56,6 +61,7 @@ loom:
 FUZZ_SECONDS ?= 20
 FUZZ_TARGETS := completions header ring requests
 fuzz-smoke:
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-clippy --all-targets -- -D warnings
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 \
 			| grep -E '^(Done|stat::number_of_executed_units|==[0-9]+==|.*panicked)' ; \

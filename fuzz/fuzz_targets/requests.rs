@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let ext = |i: usize| {
         let (o, l) = (u64::from(w(i)), u64::from(w(i + 4)));
         if data[0] & 1 == 0 {
-            Extent::new(o % AREA as u64 & !15, l % (AREA as u64 / 2))
+            Extent::new((o % AREA as u64) & !15, l % (AREA as u64 / 2))
         } else {
             Extent::new(o, l)
         }
@@ -61,7 +61,10 @@ fuzz_target!(|data: &[u8]| {
         if x != y {
             let i = i as u64;
             assert!(r.is_ok(), "a refused request wrote byte {i}");
-            assert!(i >= sqe.output.off && i < sqe.output.off + sqe.output.len, "byte {i} outside the output extent changed: {sqe:?}");
+            assert!(
+                i >= sqe.output.off && i < sqe.output.off + sqe.output.len,
+                "byte {i} outside the output extent changed: {sqe:?}"
+            );
         }
     }
 });

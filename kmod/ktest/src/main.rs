@@ -1131,6 +1131,46 @@ fn overwrite_header(s: &Session, rng: &mut Rng) {
 /// then checks that the same region cannot be attached again.
 const HEADER_REQUESTS: u64 = 1000;
 
+/// Random mode: the current attach (session) and how many there were.
+struct RandomSessions {
+    /// Requests seen in this session (slot, generation).
+    seen: std::collections::HashSet<(u32, u32)>,
+    start: std::time::Instant,
+    requests: u64,
+    count: u64,
+}
+
+impl RandomSessions {
+    fn new() -> Self {
+        Self {
+            seen: std::collections::HashSet::new(),
+            start: std::time::Instant::now(),
+            requests: 0,
+            count: 1,
+        }
+    }
+
+    /// Ends the session and attaches again; after `RANDOM_SESSIONS`
+    /// sessions the stand-in stops being hostile and serves correctly.
+    fn restart(&mut self, s: Session, fig: &mut Figures, hostile: &mut bool) -> Session {
+        fig.reattaches += 1;
+        if self.count >= RANDOM_SESSIONS {
+            *hostile = false;
+            fig.print("random done");
+            println!(
+                "kgpu-ktest: random: done after {} sessions, serving correctly",
+                self.count
+            );
+        }
+        self.count += 1;
+        let s = s.restart();
+        self.seen.clear();
+        self.start = std::time::Instant::now();
+        self.requests = 0;
+        s
+    }
+}
+
 fn serve(mode: Mode, seed: u64) -> ! {
     let mut s = Session::start();
     println!("kgpu-ktest: attached, serving");
@@ -1148,11 +1188,8 @@ fn serve(mode: Mode, seed: u64) -> ! {
     let mut late: Vec<Cqe> = Vec::new();
     // Garbage: slots we saw submitted (the others were never submitted).
     let mut seen_slots = vec![false; s.geom().cq_entries as usize];
-    // Random: requests seen in this session, and the session's start.
-    let mut seen: std::collections::HashSet<(u32, u32)> = std::collections::HashSet::new();
-    let mut session_start = std::time::Instant::now();
-    let mut session_requests = 0u64;
-    let mut sessions = 1u64;
+    // Random: the current session (attach).
+    let mut random = RandomSessions::new();
     let mut jumps = JUMPS.iter();
     let mut jump_after = 50u64;
     loop {
@@ -1160,19 +1197,7 @@ fn serve(mode: Mode, seed: u64) -> ! {
         if ev & POLLHUP != 0 {
             if hostile && mode == Mode::Random {
                 fig.hangups += 1;
-                fig.reattaches += 1;
-                if sessions >= RANDOM_SESSIONS {
-                    hostile = false;
-                    fig.print("random done");
-                    println!(
-                        "kgpu-ktest: random: done after {sessions} sessions, serving correctly"
-                    );
-                }
-                sessions += 1;
-                s = s.restart();
-                seen.clear();
-                session_start = std::time::Instant::now();
-                session_requests = 0;
+                s = random.restart(s, &mut fig, &mut hostile);
                 continue;
             }
             fig.print("final");
@@ -1217,8 +1242,8 @@ fn serve(mode: Mode, seed: u64) -> ! {
                 continue;
             }
             if hostile && mode == Mode::Random {
-                session_requests += 1;
-                if !seen.insert((sqe.slot, sqe.gen)) || sqe.slot >= s.geom().cq_entries {
+                random.requests += 1;
+                if !random.seen.insert((sqe.slot, sqe.gen)) || sqe.slot >= s.geom().cq_entries {
                     // Read again (an index was moved) or a record we
                     // scribbled on: answered with a record of random bytes.
                     if s.push(random_cqe(&mut rng)) {
@@ -1337,25 +1362,13 @@ fn serve(mode: Mode, seed: u64) -> ! {
         }
         if hostile && mode == Mode::Random {
             let own_error = s.sq.available().is_err() || s.cq.space().is_err();
-            let over = session_requests >= RANDOM_SESSION_REQUESTS
-                || session_start.elapsed().as_millis() >= RANDOM_SESSION_MS;
+            let over = random.requests >= RANDOM_SESSION_REQUESTS
+                || random.start.elapsed().as_millis() >= RANDOM_SESSION_MS;
             if own_error || over {
                 if own_error {
                     fig.helper_ring_errors += 1;
                 }
-                fig.reattaches += 1;
-                if sessions >= RANDOM_SESSIONS {
-                    hostile = false;
-                    fig.print("random done");
-                    println!(
-                        "kgpu-ktest: random: done after {sessions} sessions, serving correctly"
-                    );
-                }
-                sessions += 1;
-                s = s.restart();
-                seen.clear();
-                session_start = std::time::Instant::now();
-                session_requests = 0;
+                s = random.restart(s, &mut fig, &mut hostile);
                 continue;
             }
         }
