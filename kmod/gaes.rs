@@ -19,9 +19,10 @@
 //!   of theirs open and no request of their kind within the last window), and
 //!   when every batch of the pool is busy (the caller's CPU absorbs the
 //!   overload instead of queueing without bound, so `-EBUSY` is never needed).
-//! * **Helper**: the request joins the open batch of its operation when it has
-//!   the same key (tag) and length (dm-crypt sends one request per sector, so
-//!   the sectors of a bio batch together); its IV goes to the batch's IV list
+//! * **Helper**: the request joins the open batch of its operation, key (tag)
+//!   and length, or opens one (dm-crypt sends one request per sector, so the
+//!   sectors of a bio batch together, and devices with different keys writing
+//!   at once fill batches of their own); its IV goes to the batch's IV list
 //!   and its source pages to the batch's scatterlist. A batch is submitted as
 //!   ONE ring request (`IV_LIST`, unit = request length, in place in the data
 //!   area) when it is full (`gaes_batch_reqs`, `gaes_batch_kb`) or when its
@@ -84,7 +85,8 @@ extern "C" {
     fn gaes_shim_lock() -> c_ulong;
     fn gaes_shim_unlock(flags: c_ulong);
     fn gaes_shim_now_ns() -> u64;
-    fn gaes_shim_timer_arm(slot: c_uint, us: c_uint);
+    fn gaes_shim_timer_arm(batch: c_uint, us: c_uint);
+    fn gaes_shim_timer_count() -> c_uint;
     fn gaes_shim_queue_work();
 }
 
@@ -117,7 +119,7 @@ const MAX_REQS: usize = 256;
 const SG_CAP: u32 = 512;
 /// Batches in the pool.
 const POOL: usize = 16;
-/// One open batch per operation (ring op codes 1..=7).
+/// Operations (ring op codes 1..=7), for the small-request policy.
 const SLOTS: usize = 8;
 /// Batch size histogram buckets: 1, 2-3, 4-7, ..., 128-255, 256.
 const HIST: usize = 9;
@@ -184,10 +186,17 @@ enum Phase {
     Busy,
 }
 
+/// What a batch takes: requests of one operation, key and length.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct BatchKey {
+    op: u16,
+    tag: u64,
+    unit: u32,
+}
+
 /// A batch of requests of one operation, key and length.
 struct Batch {
     phase: Phase,
-    slot: usize,
     op: u16,
     mode: u32,
     enc: bool,
@@ -207,9 +216,12 @@ struct Batch {
 struct Shared {
     /// `POOL` batches (kvzalloc'ed at init), null before init.
     batches: *mut Batch,
-    /// Index of the open batch of each slot.
-    open: [Option<usize>; SLOTS],
-    /// Last arrival of a request of each slot (for the small-request policy).
+    /// The key of each open batch of the pool (`None`: not open). Several
+    /// batches of one operation may be open at once, one per key and length,
+    /// so that interleaved streams (dm-crypt devices with different keys)
+    /// each fill their own.
+    open: [Option<BatchKey>; POOL],
+    /// Last arrival of a request of each operation (small-request policy).
     last_ns: [u64; SLOTS],
     /// Batches waiting for the CPU redo (bit per batch).
     redo: u32,
@@ -225,7 +237,7 @@ unsafe impl Sync for Locked {}
 
 static SHARED: Locked = Locked(UnsafeCell::new(Shared {
     batches: core::ptr::null_mut(),
-    open: [None; SLOTS],
+    open: [None; POOL],
     last_ns: [0; SLOTS],
     redo: 0,
     used: 0,
@@ -250,7 +262,7 @@ impl Locked {
 /// # Safety
 /// The pool must be allocated, and the caller must own the batch: either hold
 /// the lock while the batch is open (or being opened), or have taken it out
-/// of the open slots (the flusher, the completion and the redo own it until it
+/// of the open ones (the flusher, the completion and the redo own it until it
 /// is freed).
 #[allow(clippy::mut_from_ref)]
 unsafe fn batch<'a>(s: *mut Batch, i: usize) -> &'a mut Batch {
@@ -281,7 +293,7 @@ struct Stats {
     batches: AtomicU64,
     flush_full: AtomicU64,
     flush_timer: AtomicU64,
-    flush_switch: AtomicU64,
+    flush_nofit: AtomicU64,
     submit_refused: AtomicU64,
     helper_failed: AtomicU64,
     lat_sum_ns: AtomicU64,
@@ -306,7 +318,7 @@ static STATS: Stats = Stats {
     batches: Z,
     flush_full: Z,
     flush_timer: Z,
-    flush_switch: Z,
+    flush_nofit: Z,
     submit_refused: Z,
     helper_failed: Z,
     lat_sum_ns: Z,
@@ -331,6 +343,11 @@ fn hist_bucket(n: usize) -> usize {
 
 /// Allocates the batch pool and registers the algorithms.
 pub(crate) fn init() -> Result {
+    // SAFETY: no preconditions.
+    if (unsafe { gaes_shim_timer_count() } as usize) < POOL {
+        pr_err!("gaes: fewer window timers than batches\n");
+        return Err(EINVAL);
+    }
     let size = core::mem::size_of::<Batch>() * POOL;
     // SAFETY: plain kvzalloc.
     let p = unsafe { gaes_shim_zalloc(size) }.cast::<Batch>();
@@ -354,7 +371,7 @@ pub(crate) fn init() -> Result {
     }
     SHARED.with(|s| {
         s.batches = p;
-        s.open = [None; SLOTS];
+        s.open = [None; POOL];
         s.redo = 0;
         s.used = 0;
     });
@@ -530,6 +547,11 @@ extern "C" fn gaes_rs_crypt(
     }
     let op = op_of(mode, enc);
     let slot = op as usize % SLOTS;
+    let key = BatchKey {
+        op,
+        tag: ctx.tag,
+        unit: info.len,
+    };
     let mut iv = [0u8; 16];
     if mode != ECB {
         // SAFETY: the crypto API gives an IV of `ivsize` (16) bytes.
@@ -548,24 +570,24 @@ extern "C" fn gaes_rs_crypt(
         let recent = now.wrapping_sub(s.last_ns[slot]) <= window_ns;
         s.last_ns[slot] = now;
         let mut flush = [None, None];
-        if let Some(i) = s.open[slot] {
+        let mut open = s.open.iter().position(|o| *o == Some(key));
+        if let Some(i) = open {
             // SAFETY: the batch is open and the lock is held.
             let b = unsafe { batch(s.batches, i) };
-            let fits = b.tag == ctx.tag
-                && b.unit == info.len
-                && b.n < max_reqs
+            let fits = b.n < max_reqs
                 && (b.n as u64 + 1) * u64::from(info.len) <= u64::from(max_bytes)
                 && b.sg_used + nents <= SG_CAP;
             if !fits {
-                s.open[slot] = None;
+                s.open[i] = None;
+                open = None;
                 b.phase = Phase::Busy;
                 flush[0] = Some(i);
-                inc(&STATS.flush_switch, 1);
+                inc(&STATS.flush_nofit, 1);
             }
         } else if info.len < cpu_max && !recent {
             return Placed::Cpu(flush, CpuWhy::Small);
         }
-        let i = match s.open[slot] {
+        let i = match open {
             Some(i) => i,
             None => {
                 let free = (0..POOL.min(max_batches)).find(|&i| s.used & (1 << i) == 0);
@@ -576,7 +598,6 @@ extern "C" fn gaes_rs_crypt(
                 // SAFETY: the batch was free; the lock is held.
                 let b = unsafe { batch(s.batches, i) };
                 b.phase = Phase::Open;
-                b.slot = slot;
                 b.op = op;
                 b.mode = mode;
                 b.enc = enc;
@@ -589,9 +610,9 @@ extern "C" fn gaes_rs_crypt(
                 b.opened_ns = now;
                 // SAFETY: the batch's own table of `SG_CAP` entries.
                 unsafe { gaes_shim_sg_reset(b.sg, SG_CAP) };
-                s.open[slot] = Some(i);
-                // SAFETY: arms this slot's window timer.
-                unsafe { gaes_shim_timer_arm(slot as c_uint, param(P_WINDOW_US)) };
+                s.open[i] = Some(key);
+                // SAFETY: arms this batch's window timer (`i < POOL`).
+                unsafe { gaes_shim_timer_arm(i as c_uint, param(P_WINDOW_US)) };
                 i
             }
         };
@@ -603,7 +624,7 @@ extern "C" fn gaes_rs_crypt(
         if used < 0 {
             // Cannot happen after the count; run it on the CPU all the same.
             if b.n == 0 {
-                s.open[slot] = None;
+                s.open[i] = None;
                 b.phase = Phase::Free;
                 s.used &= !(1 << i);
             }
@@ -617,7 +638,7 @@ extern "C" fn gaes_rs_crypt(
             || (b.n as u64 + 1) * u64::from(info.len) > u64::from(max_bytes)
             || b.sg_used >= SG_CAP;
         if full {
-            s.open[slot] = None;
+            s.open[i] = None;
             b.phase = Phase::Busy;
             flush[1] = Some(i);
             inc(&STATS.flush_full, 1);
@@ -649,18 +670,18 @@ extern "C" fn gaes_rs_crypt(
 /// `EINPROGRESS` (not among the Rust crate's error codes in 6.12).
 const EINPROGRESS: c_int = 115;
 
-/// The window of a slot ended: submit its open batch, if any.
+/// The window of batch `i` ended: submit it if it is still open.
 #[no_mangle]
-extern "C" fn gaes_rs_timer(slot: c_uint) {
-    let slot = slot as usize;
-    if slot >= SLOTS {
+extern "C" fn gaes_rs_timer(i: c_uint) {
+    let i = i as usize;
+    if i >= POOL {
         return;
     }
     let taken = SHARED.with(|s| {
         if s.batches.is_null() {
             return None;
         }
-        let i = s.open[slot].take()?;
+        s.open[i].take()?;
         // SAFETY: the batch was open; the lock is held.
         unsafe { batch(s.batches, i) }.phase = Phase::Busy;
         Some(i)
@@ -671,10 +692,10 @@ extern "C" fn gaes_rs_timer(slot: c_uint) {
     }
 }
 
-/// Sends a batch taken out of its slot to the helper, or to the CPU redo.
+/// Sends a batch taken out of the open ones to the helper, or to the CPU redo.
 fn submit_batch(i: usize) {
     let p = batches_ptr();
-    // SAFETY: the caller took batch `i` out of the open slots: it owns it.
+    // SAFETY: the caller took batch `i` out of the open ones: it owns it.
     let b = unsafe { batch(p, i) };
     let total = b.n * b.unit as usize;
     // SAFETY: `sg_used >= 1` (a batch holds at least one request).
@@ -851,7 +872,7 @@ extern "C" fn gaes_rs_reset_stats() {
         &STATS.batches,
         &STATS.flush_full,
         &STATS.flush_timer,
-        &STATS.flush_switch,
+        &STATS.flush_nofit,
         &STATS.submit_refused,
         &STATS.helper_failed,
         &STATS.lat_sum_ns,
@@ -892,7 +913,7 @@ extern "C" fn gaes_rs_stats(buf: *mut c_char, len: usize) -> usize {
         }
     );
     let _ = writeln!(w, "max_batch_latency_ns: {}", g(&STATS.lat_max_ns));
-    let sent = g(&STATS.flush_full) + g(&STATS.flush_timer) + g(&STATS.flush_switch);
+    let sent = g(&STATS.flush_full) + g(&STATS.flush_timer) + g(&STATS.flush_nofit);
     let _ = writeln!(
         w,
         "avg_batch_open_ns: {}",
@@ -904,7 +925,7 @@ extern "C" fn gaes_rs_stats(buf: *mut c_char, len: usize) -> usize {
     );
     let _ = writeln!(w, "flush_full: {}", g(&STATS.flush_full));
     let _ = writeln!(w, "flush_timer: {}", g(&STATS.flush_timer));
-    let _ = writeln!(w, "flush_switch: {}", g(&STATS.flush_switch));
+    let _ = writeln!(w, "flush_nofit: {}", g(&STATS.flush_nofit));
     let _ = writeln!(w, "submit_refused: {}", g(&STATS.submit_refused));
     let _ = writeln!(w, "helper_failed: {}", g(&STATS.helper_failed));
     let _ = writeln!(w, "cpu_nohelper: {}", g(&STATS.cpu_nohelper));

@@ -28,7 +28,7 @@
 int gaes_rs_setkey(void *tctx, const u8 *key, unsigned int len);
 int gaes_rs_crypt(struct skcipher_request *req, void *tctx, void *rctx, unsigned int mode,
 		  bool enc);
-void gaes_rs_timer(unsigned int slot);
+void gaes_rs_timer(unsigned int batch);
 void gaes_rs_work(void);
 size_t gaes_rs_stats(char *buf, size_t len);
 /* shim.c: reads the text a Rust function renders (debugfs files). */
@@ -60,7 +60,8 @@ void gaes_shim_free(void *p);
 unsigned long gaes_shim_lock(void);
 void gaes_shim_unlock(unsigned long flags);
 u64 gaes_shim_now_ns(void);
-void gaes_shim_timer_arm(unsigned int slot, unsigned int us);
+void gaes_shim_timer_arm(unsigned int batch, unsigned int us);
+unsigned int gaes_shim_timer_count(void);
 void gaes_shim_queue_work(void);
 
 /* ---- module parameters ---------------------------------------------------- */
@@ -281,8 +282,14 @@ u64 gaes_shim_now_ns(void)
 
 /* ---- batch window timers and the CPU redo work -------------------------------- */
 
-#define GAES_SLOTS 8
-static struct hrtimer gaes_timers[GAES_SLOTS];
+/* One window timer per batch of the pool (gaes.rs checks the count at init). */
+#define GAES_TIMERS 16
+static struct hrtimer gaes_timers[GAES_TIMERS];
+
+unsigned int gaes_shim_timer_count(void)
+{
+	return GAES_TIMERS;
+}
 
 static enum hrtimer_restart gaes_timer_fn(struct hrtimer *t)
 {
@@ -290,11 +297,11 @@ static enum hrtimer_restart gaes_timer_fn(struct hrtimer *t)
 	return HRTIMER_NORESTART;
 }
 
-/* (Re)arms the window timer of a slot; it fires in softirq context. */
-void gaes_shim_timer_arm(unsigned int slot, unsigned int us)
+/* (Re)arms the window timer of a batch; it fires in softirq context. */
+void gaes_shim_timer_arm(unsigned int batch, unsigned int us)
 {
-	if (slot < GAES_SLOTS)
-		hrtimer_start(&gaes_timers[slot], ns_to_ktime((u64)max(us, 1u) * NSEC_PER_USEC),
+	if (batch < GAES_TIMERS)
+		hrtimer_start(&gaes_timers[batch], ns_to_ktime((u64)max(us, 1u) * NSEC_PER_USEC),
 			      HRTIMER_MODE_REL_SOFT);
 }
 
@@ -533,7 +540,7 @@ int gaes_shim_register(void)
 		pr_err("kgpu: gaes: context layout mismatch\n");
 		return -EINVAL;
 	}
-	for (i = 0; i < GAES_SLOTS; i++) {
+	for (i = 0; i < GAES_TIMERS; i++) {
 		hrtimer_init(&gaes_timers[i], CLOCK_MONOTONIC, HRTIMER_MODE_REL_SOFT);
 		gaes_timers[i].function = gaes_timer_fn;
 	}
@@ -563,7 +570,7 @@ int gaes_shim_register(void)
 
 /*
  * No tfm exists here (each holds a module reference), so no request is
- * pending; the timers may still be armed for empty slots.
+ * pending; the timers may still be armed for batches no longer open.
  */
 void gaes_shim_unregister(void)
 {
@@ -575,7 +582,7 @@ void gaes_shim_unregister(void)
 	if (gaes_test_registered)
 		crypto_unregister_skciphers(gaes_test_algs, ARRAY_SIZE(gaes_test_algs));
 	gaes_test_registered = false;
-	for (i = 0; i < GAES_SLOTS; i++)
+	for (i = 0; i < GAES_TIMERS; i++)
 		hrtimer_cancel(&gaes_timers[i]);
 	flush_workqueue(gaes_wq);
 	destroy_workqueue(gaes_wq);

@@ -8,7 +8,8 @@
 
 ONLY="module_* dev_node_* *_refused* attach_* no_helper_* standin_* parallel_* error_* selftest_*
 hostile_* *_ignored timeouts_* nosleep_* heartbeat_* corrupt_* drain_* helper_* bad_* *_door*
-gaes_proc_crypto_selftest_passed gaes_testmgr_with_helper gaes_dmcrypt_xts_cross_read gaes_dmcrypt_helper_killed
+gaes_proc_crypto_selftest_passed gaes_testmgr_with_helper gaes_dmcrypt_xts_cross_read gaes_dmcrypt_two_keys_at_once
+gaes_dmcrypt_helper_killed
 gaes_registered gpq_installed gpq_restored_on_unload gpq_md_raid6_write_check gpq_md_rmw_xor_syndrome
 gpq_md_helper_killed_in_resync gpq_md_teardown reload_* runkgpu_* no_kmemleak_* dmesg_clean"
 . /guest-tests.sh

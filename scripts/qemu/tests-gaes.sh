@@ -15,6 +15,7 @@ gstat() {
 gaes_defaults() {
     echo 2048 > $P/gaes_cpu_max_bytes
     echo $GAES_WINDOW_US > $P/gaes_window_us
+    echo 256 > $P/gaes_batch_reqs
 }
 
 # /proc/crypto: each gaes driver registered, async, priority from the
@@ -112,7 +113,12 @@ dm_map() {
     else
         $DMSETUP --noudevsync create "$name" --table "0 $sectors crypt $spec $key 0 $LOOP 0 $nopt $*" || return 1
     fi
-    minor=$($DMSETUP info -c --noheadings -o minor "$name") || return 1
+    dm_node "$name"
+}
+
+# dm_node NAME: the device node of mapping NAME, once it exists.
+dm_node() {
+    minor=$($DMSETUP info -c --noheadings -o minor "$1") || return 1
     dev=/dev/dm-$minor
     i=0
     while [ ! -b $dev ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
@@ -202,6 +208,61 @@ test_gaes_dm_ecb() {
 
 test_gaes_dm_cbc() {
     cross capi:gaes_cbc-plain64 aes-cbc-plain64 32
+}
+
+# Two dm-crypt mappings with different keys written at once (two halves of
+# one loop device): each stream fills batches of its own (one open batch per
+# operation, key and length); both halves read back through the kernel's own
+# xts(aes). Batches of 128 requests (one 64 KiB bio of 512-byte sectors),
+# every request to the helper and a window of 100 ms make the batch sizes
+# independent of the machine's speed: each batch is sent full, unless a
+# request of the other stream cuts it short.
+test_gaes_dm_two_keys() {
+    mb=8
+    start_server $(helper_cmd) || return 1
+    dm_setup $mb || { dm_teardown; return 1; }
+    half=$(( mb * 1024 * 1024 / 512 / 2 ))
+    k1=$(hexkey 64)
+    k2=$(hexkey 64)
+    dd if=/dev/urandom of=/tmp/gaes-plain bs=1M count=$((mb / 2)) 2>/dev/null
+    dd if=/dev/urandom of=/tmp/gaes-plain2 bs=1M count=$((mb / 2)) 2>/dev/null
+    r=1
+    {
+        $DMSETUP --noudevsync create gaes_a --table "0 $half crypt capi:gaes_xts-plain64 $k1 0 $LOOP 0" &&
+        $DMSETUP --noudevsync create gaes_b --table "0 $half crypt capi:gaes_xts-plain64 $k2 0 $LOOP $half" &&
+        da=$(dm_node gaes_a) && db=$(dm_node gaes_b) &&
+        echo 0 > $P/gaes_cpu_max_bytes && echo 128 > $P/gaes_batch_reqs &&
+        echo 100000 > $P/gaes_window_us &&
+        echo reset > $G &&
+        { dd if=/tmp/gaes-plain of=$da bs=64k oflag=direct conv=fsync 2>/tmp/gaes-dd.err & pa=$!; } &&
+        { dd if=/tmp/gaes-plain2 of=$db bs=64k oflag=direct conv=fsync 2>/tmp/gaes-dd2.err & pb=$!; } &&
+        wait $pa && wait $pb &&
+        cp $G /tmp/gaes-two.stats && gaes_defaults &&
+        dm_unmap gaes_a && dm_unmap gaes_b &&
+        $DMSETUP --noudevsync create gaes_a --table "0 $half crypt aes-xts-plain64 $k1 0 $LOOP 0" &&
+        $DMSETUP --noudevsync create gaes_b --table "0 $half crypt aes-xts-plain64 $k2 0 $LOOP $half" &&
+        da=$(dm_node gaes_a) && db=$(dm_node gaes_b) &&
+        dd if=$da of=/tmp/gaes-back bs=64k iflag=direct 2>/dev/null &&
+        dd if=$db of=/tmp/gaes-back2 bs=64k iflag=direct 2>/dev/null &&
+        { cmp /tmp/gaes-plain /tmp/gaes-back && cmp /tmp/gaes-plain2 /tmp/gaes-back2 ||
+            { echo "a half reads back wrong through aes-xts-plain64"; false; }; } &&
+        r=0
+    }
+    gaes_defaults
+    dm_teardown
+    rm -f /tmp/gaes-plain2 /tmp/gaes-back2
+    cat /tmp/gaes-two.stats 2>/dev/null
+    [ $r = 0 ] || { cat /tmp/gaes-dd.err /tmp/gaes-dd2.err 2>/dev/null; return 1; }
+    st() { sed -n "s/^$1: //p" /tmp/gaes-two.stats; }
+    expect_eq helper_failed "$(st helper_failed)" 0 || return 1
+    gpu=$(st gpu_requests) batches=$(st batches)
+    echo "two keys at once: gpu_requests=$gpu batches=$batches avg_batch_requests=$(st avg_batch_requests) flush_full=$(st flush_full) flush_timer=$(st flush_timer) flush_nofit=$(st flush_nofit) cpu_busy=$(st cpu_busy) cpu_small=$(st cpu_small)" >> /tmp/t.info
+    echo "    $(st batch_hist)" >> /tmp/t.info
+    [ "$batches" -gt 0 ] || { echo "no batch reached the helper"; return 1; }
+    expect_eq "requests not sent to the helper" $(( $(st requests) - gpu )) 0 || return 1
+    # Full batches hold 128; batches cut short at every switch of key would
+    # hold a few.
+    [ $(( gpu / batches )) -ge 64 ] || { echo "batches of $(( gpu / batches )) requests on average: the two streams cut each other's batches short"; return 1; }
 }
 
 # The helper killed during a long dm-crypt write: the write completes (the
@@ -402,6 +463,7 @@ if grep -q gaes_ /proc/crypto 2>/dev/null; then
             t gaes_dmcrypt_ctr_cross_read test_gaes_dm_ctr
             t gaes_dmcrypt_cbc_cross_read test_gaes_dm_cbc
             t gaes_dmcrypt_ecb_cross_read test_gaes_dm_ecb
+            t gaes_dmcrypt_two_keys_at_once test_gaes_dm_two_keys
             t gaes_dmcrypt_helper_killed test_gaes_dm_helper_killed
             t gaes_rmmod_refused_with_mapping test_gaes_rmmod_with_mapping
             if [ -x /bin/mke2fs ]; then
