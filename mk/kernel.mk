@@ -17,7 +17,7 @@
 KGPU_TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))..)
 KGPU_KSCRIPTS := $(KGPU_TOP)/scripts/kernel
 
-.PHONY: kernel-toolchain kernel kmod kmod-clean test-kernel test-soak kernel-debug test-kernel-debug
+.PHONY: kernel-toolchain kernel kmod kmod-clean test-kernel test-soak kernel-debug test-kernel-debug test-soak-debug
 
 kernel-toolchain:
 	$(KGPU_KSCRIPTS)/setup-toolchain --apt
@@ -43,3 +43,10 @@ kernel-debug:
 
 test-kernel-debug:
 	KGPU_KERNEL_VARIANT=debug KGPU_SUITE=$${KGPU_SUITE:-debug} $(KGPU_TOP)/scripts/qemu-test
+
+# The soak on the debug kernel (not in `make test`: ~20 minutes on 2 cores):
+# 1 MiB per fio job and pass, SOAK_SECONDS (default 600) of load.
+SOAK_DEBUG_SECONDS ?= 600
+test-soak-debug:
+	KGPU_KERNEL_VARIANT=debug KGPU_SUITE=soak SOAK_SECONDS=$(SOAK_DEBUG_SECONDS) \
+		KGPU_GUEST_ARGS="SOAK_FIO_MB=1 $${KGPU_GUEST_ARGS:-}" $(KGPU_TOP)/scripts/qemu-test
