@@ -14,6 +14,7 @@ t attach_validation test_attach_errors
 t selftest_detects_wrong_data test_selftest_detects_wrong_data
 t hostile_completions_ignored test_hostile_completions
 t hostile_random_writes test_hostile_random
+t hostile_records_raced test_hostile_race
 t hostile_index_jumps test_hostile_jumps
 t hostile_header_overwritten test_hostile_header
 t corrupt_ring_fails_safely test_corrupt_ring

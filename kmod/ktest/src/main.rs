@@ -34,6 +34,11 @@
 //!               bytes) after every round while answering 1000 requests; then
 //!               check that the kernel kept its geometry, that the same region
 //!               cannot be attached again, and serve correctly after restoring it
+//!     race      answer 2000 requests correctly while a second thread rewrites
+//!               completion records the kernel may be copying at that moment
+//!               (published and not yet consumed, or about to be published):
+//!               the (slot, generation) of another request in flight, random
+//!               ones, a small status, a small byte count; then serve correctly
 //! ```
 //!
 //! The hostile modes print `figures (...)` lines (records written, random
@@ -52,6 +57,12 @@
 //! side overwrite entries the other is reading (the completion tail may move
 //! so: we then go on from there, as the kernel does).
 //!
+//! The race mode is the exception: it writes, on purpose, records the kernel
+//! is reading, some of them valid answers for another request, so it can make
+//! the kernel accept a wrong answer (as `wrongdata` does). What it checks is
+//! that the kernel validates its own copy of each record: no request
+//! completed twice, none lost, nothing touched outside the region.
+//!
 //! It exercises the kernel's side of the protocol with a peer the tests
 //! control, including a hostile one; the real helper is tested separately.
 
@@ -66,7 +77,8 @@ use std::io;
 use std::mem::size_of;
 use std::os::fd::AsRawFd;
 use std::process::exit;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 const DEV: &str = "/dev/kgpu";
 
@@ -454,6 +466,7 @@ enum Mode {
     Random,
     Jumps,
     Header,
+    Race,
 }
 
 const STATS: &str = "/sys/kernel/debug/kgpu/stats";
@@ -1131,6 +1144,150 @@ fn overwrite_header(s: &Session, rng: &mut Rng) {
 /// then checks that the same region cannot be attached again.
 const HEADER_REQUESTS: u64 = 1000;
 
+/// Race mode: correct answers posted while the racer runs.
+const RACE_REQUESTS: u64 = 2000;
+/// Race mode: (slot, generation) pairs of recent submissions, for the racer.
+const RACE_RECENT: usize = 64;
+/// Race mode: at most one racing write per this many answers posted, so
+/// that most answers still get through and the kernel keeps serving.
+const RACE_EVERY: u64 = 4;
+
+/// The completion ring of a live mapping, for the racer thread.
+struct RaceTarget {
+    idx: *const RingIndices,
+    records: *mut Cqe,
+    entries: u32,
+}
+
+// SAFETY: the pointers lie in the session's mapping, which lives until the
+// racer is stopped and joined (or the process exits).
+unsafe impl Send for RaceTarget {}
+
+/// Race mode: a thread rewriting completion records while the kernel copies
+/// them.
+struct Racer {
+    stop: Arc<AtomicBool>,
+    recent: Arc<Vec<AtomicU64>>,
+    answers: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+/// A record's first word: slot and generation as they lie in memory.
+fn slot_gen_word(slot: u32, gen: u32) -> u64 {
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&slot.to_ne_bytes());
+    b[4..].copy_from_slice(&gen.to_ne_bytes());
+    u64::from_ne_bytes(b)
+}
+
+impl Racer {
+    fn start(s: &Session, seed: u64) -> Racer {
+        let g = s.geom();
+        // SAFETY: offsets from the geometry we created, inside the mapping.
+        let t = unsafe {
+            RaceTarget {
+                idx: s.r.base.add(g.cq_off as usize).cast::<RingIndices>(),
+                records: s.r.base.add(g.cq_records() as usize).cast::<Cqe>(),
+                entries: g.cq_entries,
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let recent: Arc<Vec<AtomicU64>> =
+            Arc::new((0..RACE_RECENT).map(|_| AtomicU64::new(0)).collect());
+        let answers = Arc::new(AtomicU64::new(0));
+        let (stop2, recent2, answers2) = (stop.clone(), recent.clone(), answers.clone());
+        let thread = std::thread::spawn(move || race(t, &stop2, &recent2, &answers2, seed));
+        Racer {
+            stop,
+            recent,
+            answers,
+            thread,
+        }
+    }
+
+    fn saw(&self, n: u64, sqe: &Sqe) {
+        self.recent[n as usize % RACE_RECENT]
+            .store(slot_gen_word(sqe.slot, sqe.gen), Ordering::Relaxed);
+    }
+
+    fn answered(&self, n: u64) {
+        self.answers.store(n, Ordering::Relaxed);
+    }
+
+    /// Stops the thread; returns (writes, writes into unconsumed records).
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or((0, 0))
+    }
+}
+
+/// The racer's loop: one 8-byte store at a time into a record between the
+/// kernel's head and our tail (published, not yet consumed: the kernel may be
+/// copying it), or just past our tail (about to be published). It watches the
+/// indices and writes as soon as a record is pending, at most once per
+/// `RACE_EVERY` answers; after 2 ms with none pending it writes past the tail.
+fn race(
+    t: RaceTarget,
+    stop: &AtomicBool,
+    recent: &[AtomicU64],
+    answers: &AtomicU64,
+    seed: u64,
+) -> (u64, u64) {
+    let mut rng = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let (mut writes, mut unconsumed) = (0u64, 0u64);
+    let off_status = std::mem::offset_of!(Cqe, status);
+    let off_bytes = std::mem::offset_of!(Cqe, bytes);
+    let mut next = RACE_EVERY;
+    let mut spins = 0u32;
+    let mut armed = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(64) {
+            std::thread::yield_now();
+        }
+        if answers.load(Ordering::Relaxed) < next {
+            armed = std::time::Instant::now();
+            std::hint::spin_loop();
+            continue;
+        }
+        // SAFETY: the completion ring's indices in the live mapping.
+        let idx = unsafe { &*t.idx };
+        let head = idx.head.load(Ordering::Acquire);
+        let tail = idx.tail.load(Ordering::Acquire);
+        let pending = tail.wrapping_sub(head);
+        let pos = if (1..=t.entries).contains(&pending) {
+            unconsumed += 1;
+            head.wrapping_add(rng.below(u64::from(pending)) as u32)
+        } else if armed.elapsed().as_millis() >= 2 {
+            tail.wrapping_add(rng.below(4) as u32)
+        } else {
+            std::hint::spin_loop();
+            continue;
+        };
+        next = answers.load(Ordering::Relaxed) + RACE_EVERY;
+        armed = std::time::Instant::now();
+        let (off, v) = match rng.below(4) {
+            0 => (
+                0,
+                recent[rng.below(RACE_RECENT as u64) as usize].load(Ordering::Relaxed),
+            ),
+            1 => (0, rng.next()),
+            // Status 0 (Ok) .. 9, any backend.
+            2 => (off_status, (rng.next() << 32) | rng.below(10)),
+            _ => (off_bytes, rng.below(8192)),
+        };
+        // SAFETY: `pos` masked to the ring: a record of the live mapping,
+        // 8-aligned (records are 32 bytes from an aligned offset). The
+        // kernel reads it concurrently, on purpose; it only ever copies it.
+        unsafe {
+            let rec = t.records.add((pos & (t.entries - 1)) as usize).cast::<u8>();
+            AtomicU64::from_ptr(rec.add(off).cast::<u64>()).store(v, Ordering::Relaxed);
+        }
+        writes += 1;
+    }
+    (writes, unconsumed)
+}
+
 /// Random mode: the current attach (session) and how many there were.
 struct RandomSessions {
     /// Requests seen in this session (slot, generation).
@@ -1174,7 +1331,7 @@ impl RandomSessions {
 fn serve(mode: Mode, seed: u64) -> ! {
     let mut s = Session::start();
     println!("kgpu-ktest: attached, serving");
-    if matches!(mode, Mode::Random | Mode::Jumps | Mode::Header) {
+    if matches!(mode, Mode::Random | Mode::Jumps | Mode::Header | Mode::Race) {
         println!("kgpu-ktest: seed {seed}");
     }
     let mut rng = Rng(seed);
@@ -1183,7 +1340,8 @@ fn serve(mode: Mode, seed: u64) -> ! {
     let mut checks = Checks { failed: 0 };
     let mut served = 0u64;
     // Hostile until its script is done (random, jumps, header).
-    let mut hostile = matches!(mode, Mode::Random | Mode::Jumps | Mode::Header);
+    let mut hostile = matches!(mode, Mode::Random | Mode::Jumps | Mode::Header | Mode::Race);
+    let mut racer = (mode == Mode::Race).then(|| Racer::start(&s, seed));
     // Garbage: answers already taken, posted again a round later.
     let mut late: Vec<Cqe> = Vec::new();
     // Garbage: slots we saw submitted (the others were never submitted).
@@ -1231,6 +1389,9 @@ fn serve(mode: Mode, seed: u64) -> ! {
             };
             took += 1;
             fig.requests += 1;
+            if let Some(r) = &racer {
+                r.saw(fig.requests, &sqe);
+            }
             if mode == Mode::Freeze && served == 100 {
                 println!("kgpu-ktest: freezing");
                 loop {
@@ -1331,6 +1492,9 @@ fn serve(mode: Mode, seed: u64) -> ! {
             }
             if s.push(cqe) {
                 fig.answers += 1;
+                if let Some(r) = &racer {
+                    r.answered(fig.answers);
+                }
             }
             if mode == Mode::Garbage {
                 // Duplicate at once (usually in the same batch), and again
@@ -1388,6 +1552,17 @@ fn serve(mode: Mode, seed: u64) -> ! {
                 }
             }
             continue;
+        }
+        if hostile && mode == Mode::Race && fig.answers >= RACE_REQUESTS {
+            hostile = false;
+            if let Some(r) = racer.take() {
+                let (writes, unconsumed) = r.finish();
+                fig.print("race done");
+                println!(
+                    "kgpu-ktest: race: done after {} answers, {writes} racing writes ({unconsumed} into unconsumed records), serving correctly",
+                    fig.answers
+                );
+            }
         }
         if hostile && mode == Mode::Header {
             overwrite_header(&s, &mut rng);
@@ -1470,6 +1645,7 @@ fn main() {
                 Some("random") => Mode::Random,
                 Some("jumps") => Mode::Jumps,
                 Some("header") => Mode::Header,
+                Some("race") => Mode::Race,
                 Some(m) => {
                     eprintln!("kgpu-ktest: unknown serve mode {m}");
                     exit(2)
@@ -1489,7 +1665,7 @@ fn main() {
             serve(mode, seed)
         }
         _ => {
-            eprintln!("usage: kgpu-ktest open-twice|open-as-nobody|attach-errors|serve [echo|garbage|silent|corrupt|wrongdata|drain|freeze|random|jumps|header] [SEED]");
+            eprintln!("usage: kgpu-ktest open-twice|open-as-nobody|attach-errors|serve [echo|garbage|silent|corrupt|wrongdata|drain|freeze|random|jumps|header|race] [SEED]");
             exit(2)
         }
     }
