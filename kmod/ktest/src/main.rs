@@ -1172,11 +1172,12 @@ struct Racer {
     thread: std::thread::JoinHandle<(u64, u64)>,
 }
 
-/// A record's first word: slot and generation as they lie in memory.
-fn slot_gen_word(slot: u32, gen: u32) -> u64 {
+/// Two consecutive 4-byte fields of a record (slot and generation, status
+/// and backend) as one 8-byte word, as they lie in memory.
+fn pair_word(first: u32, second: u32) -> u64 {
     let mut b = [0u8; 8];
-    b[..4].copy_from_slice(&slot.to_ne_bytes());
-    b[4..].copy_from_slice(&gen.to_ne_bytes());
+    b[..4].copy_from_slice(&first.to_ne_bytes());
+    b[4..].copy_from_slice(&second.to_ne_bytes());
     u64::from_ne_bytes(b)
 }
 
@@ -1207,7 +1208,7 @@ impl Racer {
 
     fn saw(&self, n: u64, sqe: &Sqe) {
         self.recent[n as usize % RACE_RECENT]
-            .store(slot_gen_word(sqe.slot, sqe.gen), Ordering::Relaxed);
+            .store(pair_word(sqe.slot, sqe.gen), Ordering::Relaxed);
     }
 
     fn answered(&self, n: u64) {
@@ -1273,7 +1274,10 @@ fn race(
             ),
             1 => (0, rng.next()),
             // Status 0 (Ok) .. 9, any backend.
-            2 => (off_status, (rng.next() << 32) | rng.below(10)),
+            2 => (
+                off_status,
+                pair_word(rng.below(10) as u32, rng.next() as u32),
+            ),
             _ => (off_bytes, rng.below(8192)),
         };
         // SAFETY: `pos` masked to the ring: a record of the live mapping,
