@@ -223,7 +223,6 @@ test_hostile_completions() {
     stop_server
 }
 
-# accounted: the last self-test lost no request and completed none twice.
 # accounted [WRONG_OK]: every request of the last self-test completed exactly
 # once; with WRONG_OK, wrong answers (a helper lying in valid records, which
 # the kernel cannot tell from right ones) count among the outcomes, else
@@ -262,6 +261,13 @@ hostile_run() {
     echo "self-tests during it: $runs x 200 requests: ok=$runs_ok failed=$runs_failed timeouts=$runs_timeouts nohelper=$runs_nohelper refused=$runs_refused wrong=$runs_wrong, none lost, none twice" >> /tmp/t.info
 }
 
+# timeouts_ms REQUEST SYNC: the module's request and sync-call timeouts;
+# `timeouts_ms` alone restores the defaults (10000, 5000).
+timeouts_ms() {
+    echo "${1:-10000}" > $P/request_timeout_ms
+    echo "${2:-5000}" > $P/sync_timeout_ms
+}
+
 # After a hostile stand-in: a new well-behaved one attaches and serves.
 fallback_ok() {
     start_server $KTEST serve echo || return 1
@@ -272,15 +278,13 @@ fallback_ok() {
 test_hostile_random() {
     seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
     bad0=$(stat_of bad_completions) late0=$(stat_of late_completions) corrupt0=$(stat_of ring_corrupt)
-    echo 500 > $P/request_timeout_ms
-    echo 500 > $P/sync_timeout_ms
+    timeouts_ms 500 500
     r=1
     if start_server $KTEST serve random $seed; then
         echo "random: seed $seed" >> /tmp/t.info
         hostile_run 'random: done' && r=0
     fi
-    echo 10000 > $P/request_timeout_ms
-    echo 5000 > $P/sync_timeout_ms
+    timeouts_ms
     [ $r = 0 ] || return 1
     grep 'not ok' /tmp/server.log && return 1
     # Then the same process serves correctly (a fresh region).
@@ -309,15 +313,13 @@ test_hostile_random() {
 test_hostile_race() {
     seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
     bad0=$(stat_of bad_completions) late0=$(stat_of late_completions)
-    echo 500 > $P/request_timeout_ms
-    echo 500 > $P/sync_timeout_ms
+    timeouts_ms 500 500
     r=1
     if start_server $KTEST serve race $seed; then
         echo "race: seed $seed" >> /tmp/t.info
         hostile_run 'race: done' wrong_ok && r=0
     fi
-    echo 10000 > $P/request_timeout_ms
-    echo 5000 > $P/sync_timeout_ms
+    timeouts_ms
     [ $r = 0 ] || return 1
     grep 'not ok' /tmp/server.log && return 1
     # The same process, racer stopped, serves correctly.
@@ -362,13 +364,11 @@ test_hostile_header() {
 }
 
 test_timeouts() {
-    echo 300 > $P/request_timeout_ms
-    echo 300 > $P/sync_timeout_ms
+    timeouts_ms 300 300
     start_server $KTEST serve silent || return 1
     selftest echo 64 16
     r=$?
-    echo 10000 > $P/request_timeout_ms
-    echo 5000 > $P/sync_timeout_ms
+    timeouts_ms
     [ $r = 0 ] || return 1
     expect_eq timeouts "$(field timeouts)" 64 && expect_eq outstanding "$(field outstanding)" 0 || return 1
     # The abandoned requests hold their slots until the helper goes away.

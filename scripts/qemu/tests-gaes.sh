@@ -8,8 +8,9 @@ AFALG=/bin/gaes-afalg
 DMSETUP=/bin/dmsetup
 export DM_DISABLE_UDEV=1
 
+# gstat NAME [FILE]: a counter of gaes (or of a copy of its counters in FILE).
 gstat() {
-    sed -n "s/^$1: //p" $G
+    sed -n "s/^$1: //p" "${2:-$G}"
 }
 
 gaes_defaults() {
@@ -114,6 +115,15 @@ dm_map() {
         $DMSETUP --noudevsync create "$name" --table "0 $sectors crypt $spec $key 0 $LOOP 0 $nopt $*" || return 1
     fi
     dm_node "$name"
+}
+
+# dm_halves SPEC KEY_A KEY_B: mappings gaes_a and gaes_b of the two halves of
+# $LOOP, with different keys; their nodes in $da and $db.
+dm_halves() {
+    half=$(( $(stat -c %s $DISK) / 512 / 2 ))
+    $DMSETUP --noudevsync create gaes_a --table "0 $half crypt $1 $2 0 $LOOP 0" &&
+    $DMSETUP --noudevsync create gaes_b --table "0 $half crypt $1 $3 0 $LOOP $half" &&
+    da=$(dm_node gaes_a) && db=$(dm_node gaes_b)
 }
 
 # dm_node NAME: the device node of mapping NAME, once it exists.
@@ -222,16 +232,13 @@ test_gaes_dm_two_keys() {
     mb=8
     start_server $(helper_cmd) || return 1
     dm_setup $mb || { dm_teardown; return 1; }
-    half=$(( mb * 1024 * 1024 / 512 / 2 ))
     k1=$(hexkey 64)
     k2=$(hexkey 64)
     dd if=/dev/urandom of=/tmp/gaes-plain bs=1M count=$((mb / 2)) 2>/dev/null
     dd if=/dev/urandom of=/tmp/gaes-plain2 bs=1M count=$((mb / 2)) 2>/dev/null
     r=1
     {
-        $DMSETUP --noudevsync create gaes_a --table "0 $half crypt capi:gaes_xts-plain64 $k1 0 $LOOP 0" &&
-        $DMSETUP --noudevsync create gaes_b --table "0 $half crypt capi:gaes_xts-plain64 $k2 0 $LOOP $half" &&
-        da=$(dm_node gaes_a) && db=$(dm_node gaes_b) &&
+        dm_halves capi:gaes_xts-plain64 $k1 $k2 &&
         echo 0 > $P/gaes_cpu_max_bytes && echo 128 > $P/gaes_batch_reqs &&
         echo 300000 > $P/gaes_window_us &&
         echo reset > $G &&
@@ -240,9 +247,7 @@ test_gaes_dm_two_keys() {
         wait $pa && wait $pb &&
         cp $G /tmp/gaes-two.stats && gaes_defaults &&
         dm_unmap gaes_a && dm_unmap gaes_b &&
-        $DMSETUP --noudevsync create gaes_a --table "0 $half crypt aes-xts-plain64 $k1 0 $LOOP 0" &&
-        $DMSETUP --noudevsync create gaes_b --table "0 $half crypt aes-xts-plain64 $k2 0 $LOOP $half" &&
-        da=$(dm_node gaes_a) && db=$(dm_node gaes_b) &&
+        dm_halves aes-xts-plain64 $k1 $k2 &&
         dd if=$da of=/tmp/gaes-back bs=64k iflag=direct 2>/dev/null &&
         dd if=$db of=/tmp/gaes-back2 bs=64k iflag=direct 2>/dev/null &&
         { cmp /tmp/gaes-plain /tmp/gaes-back && cmp /tmp/gaes-plain2 /tmp/gaes-back2 ||
@@ -254,7 +259,7 @@ test_gaes_dm_two_keys() {
     rm -f /tmp/gaes-plain2 /tmp/gaes-back2
     cat /tmp/gaes-two.stats 2>/dev/null
     [ $r = 0 ] || { cat /tmp/gaes-dd.err /tmp/gaes-dd2.err 2>/dev/null; return 1; }
-    st() { sed -n "s/^$1: //p" /tmp/gaes-two.stats; }
+    st() { gstat "$1" /tmp/gaes-two.stats; }
     expect_eq helper_failed "$(st helper_failed)" 0 || return 1
     gpu=$(st gpu_requests) batches=$(st batches)
     echo "two keys at once: gpu_requests=$gpu batches=$batches avg_batch_requests=$(st avg_batch_requests) flush_full=$(st flush_full) flush_timer=$(st flush_timer) flush_nofit=$(st flush_nofit) cpu_busy=$(st cpu_busy) cpu_small=$(st cpu_small)" >> /tmp/t.info

@@ -1184,13 +1184,11 @@ fn pair_word(first: u32, second: u32) -> u64 {
 impl Racer {
     fn start(s: &Session, seed: u64) -> Racer {
         let g = s.geom();
-        // SAFETY: offsets from the geometry we created, inside the mapping.
-        let t = unsafe {
-            RaceTarget {
-                idx: s.r.base.add(g.cq_off as usize).cast::<RingIndices>(),
-                records: s.r.base.add(g.cq_records() as usize).cast::<Cqe>(),
-                entries: g.cq_entries,
-            }
+        let t = RaceTarget {
+            idx: s.cq_idx(),
+            // SAFETY: an offset from the geometry we created, inside the mapping.
+            records: unsafe { s.r.base.add(g.cq_records() as usize) }.cast::<Cqe>(),
+            entries: g.cq_entries,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let recent: Arc<Vec<AtomicU64>> =
