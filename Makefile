@@ -74,7 +74,7 @@ test-deps: kernel-toolchain
 
 test-rust: fmt-check clippy helper cargo-test loom
 
-test: test-rust fuzz-smoke test-kernel test-soak test-kernel-debug
+test: test-rust fuzz-smoke test-kernel test-ivshmem test-soak test-kernel-debug
 
 # The module's sources alone (no build outputs) in $(DKMS_SRC), for
 # `dkms add $(DKMS_SRC)`: Kbuild, kmod/ and the files kmod/ includes by path.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 
-//! The attach state: the pinned region, both rings, the in-flight table, the
+//! The attach state: the region (a helper's pinned pages, or an ivshmem BAR
+//! served from outside the VM), both rings, the in-flight table, the
 //! data-area allocator; attach and detach; reaping completions; timeouts.
 //!
 //! Locking: one spinlock (interrupts off, [`Global`]) protects [`State`].
@@ -46,6 +47,7 @@ fn errno(e: i32) -> Error {
 const EPROTO: i32 = 71;
 const EBADMSG: i32 = 74;
 const ENOTCONN: i32 = 107;
+const EOPNOTSUPP: i32 = 95;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SlotState {
@@ -93,10 +95,36 @@ impl SlotCtx {
     };
 }
 
+/// Where a region's memory comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// A helper's pages, pinned through `/dev/kgpu` (`KGPU_IOC_ATTACH`).
+    Device,
+    /// An ivshmem PCI device's BAR2, mapped for as long as the device is
+    /// bound; the helper runs outside this machine (see `ivshmem.rs`).
+    Ivshmem,
+}
+
+impl Transport {
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Transport::Device => "device",
+            Transport::Ivshmem => "ivshmem",
+        }
+    }
+}
+
+/// The memory behind an attached region, and how to let go of it.
+enum Source {
+    /// Pinned user pages and their kernel mapping (undone at detach).
+    Pinned { pages: *mut c_void, npages: usize },
+    /// A mapping owned by the ivshmem driver (nothing to undo at detach).
+    Shared,
+}
+
 struct Attached {
     epoch: u64,
-    pages: *mut c_void,
-    npages: usize,
+    source: Source,
     base: *mut u8,
     geom: Geometry,
     sq: Producer<Sqe>,
@@ -157,9 +185,23 @@ impl Attached {
         self.stalled
     }
 
-    /// Whether requests may go to the helper now.
+    /// Whether requests may go to the helper now. Over ivshmem the helper's
+    /// state must say it serves this session: a new helper rewriting the
+    /// header (state detached, then offered) gets nothing until attached.
     fn takes_requests(&mut self) -> bool {
-        !self.draining && self.helper_state() != helper_state::DRAINING && !self.is_stalled()
+        let st = self.helper_state();
+        let serving = match self.transport() {
+            Transport::Device => st != helper_state::DRAINING,
+            Transport::Ivshmem => st == helper_state::ATTACHED,
+        };
+        !self.draining && serving && !self.is_stalled()
+    }
+
+    fn transport(&self) -> Transport {
+        match self.source {
+            Source::Pinned { .. } => Transport::Device,
+            Source::Shared => Transport::Ivshmem,
+        }
     }
 
     /// What the helper says about itself (a hint: it only stops submissions).
@@ -231,6 +273,10 @@ pub(crate) struct SvcStats {
     pub(crate) bytes_in: Counter,
     pub(crate) bytes_out: Counter,
     pub(crate) latency_ns: Counter,
+    /// Completed `Ok` by a GPU backend (the `Cqe`'s backend field), and
+    /// their input bytes.
+    pub(crate) gpu_ok: Counter,
+    pub(crate) gpu_bytes: Counter,
 }
 
 impl SvcStats {
@@ -246,6 +292,8 @@ impl SvcStats {
             bytes_in: Counter::new(),
             bytes_out: Counter::new(),
             latency_ns: Counter::new(),
+            gpu_ok: Counter::new(),
+            gpu_bytes: Counter::new(),
         }
     }
 }
@@ -296,13 +344,15 @@ pub(crate) fn open() -> Result {
 }
 
 pub(crate) fn release() {
-    detach();
+    detach(Transport::Device, "its file was closed");
     STATE.with(|s| s.open = false);
 }
 
 pub(crate) fn poll_mask() -> u32 {
     STATE.with(|s| {
-        let Some(a) = s.att.as_mut() else { return 0 };
+        let Some(a) = s.att.as_mut().filter(|a| a.transport() == Transport::Device) else {
+            return 0;
+        };
         if a.broken {
             return POLL_HUP;
         }
@@ -350,7 +400,11 @@ pub(crate) fn ioctl(cmd: c_uint, arg: c_ulong) -> Result<i64> {
     match cmd {
         KGPU_IOC_ATTACH => attach(arg).map(|()| 0),
         KGPU_IOC_DOORBELL => {
-            if !STATE.with(|s| s.att.is_some()) {
+            if !STATE.with(|s| {
+                s.att
+                    .as_ref()
+                    .is_some_and(|a| a.transport() == Transport::Device)
+            }) {
                 return Err(errno(ENOTCONN));
             }
             DOORBELLS.add(1);
@@ -359,11 +413,11 @@ pub(crate) fn ioctl(cmd: c_uint, arg: c_ulong) -> Result<i64> {
         }
         KGPU_IOC_DRAIN => {
             let ok = STATE.with(|s| match s.att.as_mut() {
-                Some(a) => {
+                Some(a) if a.transport() == Transport::Device => {
                     a.draining = true;
                     true
                 }
-                None => false,
+                _ => false,
             });
             if !ok {
                 return Err(errno(ENOTCONN));
@@ -408,6 +462,12 @@ fn attach(arg: c_ulong) -> Result {
     if args.flags != 0 {
         return refuse("reserved flags set", EINVAL);
     }
+    if shim::transport_mode() == shim::TransportMode::Ivshmem {
+        return refuse(
+            "transport=ivshmem: regions come from the ivshmem device only",
+            errno(EOPNOTSUPP),
+        );
+    }
     if args.addr % PAGE_SIZE != 0 || args.len % PAGE_SIZE != 0 {
         return refuse("address or length not page aligned", EINVAL);
     }
@@ -421,36 +481,10 @@ fn attach(arg: c_ulong) -> Result {
         return refuse("region wraps the address space", EFAULT);
     }
 
-    let busy = STATE.with(|s| {
-        if s.att.is_some() || s.attaching {
-            true
-        } else {
-            s.attaching = true;
-            false
-        }
-    });
-    if busy {
+    if !begin_attach() {
         return refuse("a region is already attached", EBUSY);
     }
-    let r = build(&args);
-    let installed = STATE.with(|s| {
-        s.attaching = false;
-        match r {
-            Ok(mut a) => {
-                s.epoch += 1;
-                a.epoch = s.epoch;
-                s.att = Some(a);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    });
-    if installed.is_ok() {
-        ATTACHES.add(1);
-    } else {
-        ATTACH_REFUSED.add(1);
-    }
-    installed
+    install(build(&args))
 }
 
 /// Pins and checks the region, and builds the kernel's view of it.
@@ -476,43 +510,57 @@ fn build(args: &AttachArgs) -> Result<KBox<Attached>> {
         );
         return Err(Error::from_errno(ret));
     }
-    let base = vaddr.cast::<u8>();
-    let unpin = || {
-        // SAFETY: undoes the successful pin_map above; nothing else uses the mapping.
-        unsafe { shim::kgpu_shim_unpin_unmap(pages, npages as c_ulong, vaddr) }
+    let pid = kernel::current!().group_leader().pid();
+    // SAFETY: `vaddr` maps `args.len` bytes of pinned pages that nothing
+    // else in the kernel uses; the helper does not touch the rings before
+    // the ioctl returns.
+    let r = unsafe {
+        view(
+            vaddr.cast::<u8>(),
+            args.len,
+            Source::Pinned { pages, npages },
+            pid,
+        )
     };
+    if r.is_err() {
+        // SAFETY: undoes the successful pin_map above; the view was not built.
+        unsafe { shim::kgpu_shim_unpin_unmap(pages, npages as c_ulong, vaddr) };
+    }
+    r
+}
 
+fn header_error(e: RegionError) -> Error {
+    match e {
+        RegionError::BadVersion { .. } => errno(EPROTO),
+        _ => errno(EBADMSG),
+    }
+}
+
+/// Checks the header of the `len` bytes at `base` and builds the kernel's
+/// view of the region: its own copy of the geometry, the ring ends, the
+/// in-flight table and the allocator. Resets both rings.
+///
+/// # Safety
+/// `base` must map `len` bytes (at least four pages) that stay mapped until
+/// `source` is let go of at detach, and the helper must not touch the rings
+/// until it is told the region is attached.
+unsafe fn view(base: *mut u8, len: u64, source: Source, pid: i32) -> Result<KBox<Attached>> {
     // SAFETY: the mapping is at least 4 pages, more than one header.
     let snap = unsafe { HeaderSnapshot::read(base.cast::<RegionHeader>()) };
-    let geom = match snap.validate(args.len) {
+    let geom = match snap.validate(len) {
         Ok(g) => g,
         Err(e) => {
-            unpin();
             pr_warn!("attach refused: bad region header: {}\n", e.as_str());
-            return Err(match e {
-                RegionError::BadVersion { .. } => errno(EPROTO),
-                _ => errno(EBADMSG),
-            });
+            return Err(header_error(e));
         }
     };
 
-    let tables = (|| -> Result<_> {
-        let slots = KVVec::from_elem(SlotEntry::default(), geom.cq_entries as usize, GFP_KERNEL)?;
-        let ctx = KVVec::from_elem(SlotCtx::FREE, geom.cq_entries as usize, GFP_KERNEL)?;
-        let bits = KVVec::from_elem(0u64, bitmap_words(geom.data_size, CHUNK_SHIFT), GFP_KERNEL)?;
-        Ok((slots, ctx, bits))
-    })();
-    let (slots, ctx, bits) = match tables {
-        Ok(t) => t,
-        Err(e) => {
-            unpin();
-            return Err(e);
-        }
-    };
+    let slots = KVVec::from_elem(SlotEntry::default(), geom.cq_entries as usize, GFP_KERNEL)?;
+    let ctx = KVVec::from_elem(SlotCtx::FREE, geom.cq_entries as usize, GFP_KERNEL)?;
+    let bits = KVVec::from_elem(0u64, bitmap_words(geom.data_size, CHUNK_SHIFT), GFP_KERNEL)?;
 
-    // SAFETY: `base` maps `geom.region_size` bytes (validated equal to the
-    // pinned length); the helper does not touch the rings before the ioctl
-    // returns.
+    // SAFETY: `base` maps `geom.region_size` bytes (validated equal to
+    // `len`); the caller keeps the helper off the rings for now.
     unsafe { reset_rings(base, &geom) };
     // SAFETY: offsets come from the validated geometry, inside the mapping,
     // which lives as long as the `Attached` that owns the ends; the kernel is
@@ -531,11 +579,9 @@ fn build(args: &AttachArgs) -> Result<KBox<Attached>> {
             ),
         )
     };
-    let pid = kernel::current!().group_leader().pid();
     let a = Attached {
         epoch: 0,
-        pages,
-        npages,
+        source,
         base,
         geom,
         sq,
@@ -559,30 +605,161 @@ fn build(args: &AttachArgs) -> Result<KBox<Attached>> {
     // batch of completions.
     // SAFETY: atomic field of the mapped header.
     unsafe { (*addr_of!((*a.header()).cq_flags)).store(cq_flag::NEED_WAKEUP, Ordering::Release) };
-    match KBox::new(a, GFP_KERNEL) {
-        Ok(b) => {
-            pr_info!(
-                "helper {} attached: region {} KiB, sq {}, cq {}, data {} KiB\n",
-                pid,
-                geom.region_size >> 10,
-                geom.sq_entries,
-                geom.cq_entries,
-                geom.data_size >> 10
-            );
-            Ok(b)
+    Ok(KBox::new(a, GFP_KERNEL)?)
+}
+
+/// Installs a built view as the attached region (the caller set
+/// `attaching`).
+fn install(r: Result<KBox<Attached>>) -> Result {
+    let installed = STATE.with(|s| {
+        s.attaching = false;
+        match r {
+            Ok(mut a) => {
+                s.epoch += 1;
+                a.epoch = s.epoch;
+                pr_info!(
+                    "helper {} attached ({}): region {} KiB, sq {}, cq {}, data {} KiB\n",
+                    a.pid,
+                    a.transport().name(),
+                    a.geom.region_size >> 10,
+                    a.geom.sq_entries,
+                    a.geom.cq_entries,
+                    a.geom.data_size >> 10
+                );
+                s.att = Some(a);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    });
+    if installed.is_ok() {
+        ATTACHES.add(1);
+    } else {
+        ATTACH_REFUSED.add(1);
+    }
+    installed
+}
+
+/// Claims the right to attach: false when a region is attached or being
+/// attached.
+fn begin_attach() -> bool {
+    STATE.with(|s| {
+        if s.att.is_some() || s.attaching {
+            false
+        } else {
+            s.attaching = true;
+            true
+        }
+    })
+}
+
+/// What became of an offered shared region.
+pub(crate) enum Offer {
+    /// Attached: the helper was told so.
+    Attached,
+    /// Another region is attached or being attached: try again later.
+    Busy,
+    /// The header was refused (logged, counted); the helper was told so.
+    Refused,
+    /// The helper withdrew its offer while it was being checked.
+    Withdrawn,
+}
+
+/// Attaches the region a helper outside this machine offered in the `len`
+/// bytes at `base` (header state `OFFERED`): the same header checks as for
+/// a pinned region, then `OFFERED -> ATTACHED` in the header.
+///
+/// # Safety
+/// `base` must map `len` bytes that stay mapped until this region is
+/// detached ([`detach_shared`]) and no other region uses that memory.
+pub(crate) unsafe fn attach_shared(base: *mut u8, len: u64) -> Offer {
+    if !begin_attach() {
+        return Offer::Busy;
+    }
+    let hdr = base.cast::<RegionHeader>();
+    // SAFETY: atomic fields of the mapped header (the caller's contract).
+    let (state, pid) = unsafe {
+        (
+            &*addr_of!((*hdr).helper_state),
+            (*addr_of!((*hdr).helper_pid)).load(Ordering::Relaxed),
+        )
+    };
+    // SAFETY: the caller's contract; the helper waits for ATTACHED before
+    // it touches the rings.
+    let r = unsafe { view(base, len, Source::Shared, pid as i32) };
+    let r = match r {
+        Ok(a) => {
+            // Told only now, with the rings reset: from here on the helper
+            // serves them.
+            match state.compare_exchange(
+                helper_state::OFFERED,
+                helper_state::ATTACHED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => Ok(a),
+                Err(_) => {
+                    STATE.with(|s| s.attaching = false);
+                    return Offer::Withdrawn;
+                }
+            }
         }
         Err(e) => {
-            unpin();
-            Err(e.into())
+            let _ = state.compare_exchange(
+                helper_state::OFFERED,
+                helper_state::REFUSED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            Err(e)
         }
+    };
+    match install(r) {
+        Ok(()) => Offer::Attached,
+        Err(_) => Offer::Refused,
     }
 }
 
-/// Tears the region down: no new users, wait for the current ones, fail
-/// everything still in flight, unpin. Runs when `/dev/kgpu` is closed.
-fn detach() {
+/// The attached region's transport, if any.
+pub(crate) fn attached_transport() -> Option<Transport> {
+    STATE.with(|s| s.att.as_ref().map(|a| a.transport()))
+}
+
+/// Whether an attached shared region has lost its helper, and why: the
+/// helper left or a new one rewrote the header (its state), its heartbeat
+/// stopped, or it broke the ring protocol. Also reports requests in flight.
+pub(crate) fn shared_health() -> (Option<&'static str>, u32) {
+    STATE.with(|s| {
+        let Some(a) = s.att.as_mut().filter(|a| a.transport() == Transport::Ivshmem) else {
+            return (None, 0);
+        };
+        let why = match a.helper_state() {
+            _ if a.broken => Some("it broke the ring protocol"),
+            _ if a.stalled => Some("its heartbeat stopped"),
+            helper_state::ATTACHED => None,
+            helper_state::DRAINING if a.slots.in_flight() > 0 => None,
+            helper_state::DRAINING => Some("it finished draining"),
+            helper_state::OFFERED => Some("a new helper offers a region"),
+            helper_state::DETACHED => Some("it left"),
+            _ => Some("its header state is not one of a serving helper"),
+        };
+        (why, a.slots.in_flight())
+    })
+}
+
+/// Detaches a shared region (ivshmem); `why` goes to the log.
+pub(crate) fn detach_shared(why: &str) {
+    detach(Transport::Ivshmem, why);
+}
+
+/// Tears the attached region down if it came through `transport`: no new
+/// users, wait for the current ones, fail everything still in flight (the
+/// callers redo it on the CPU), let go of the memory. For a pinned region
+/// this runs when `/dev/kgpu` is closed; for a shared one when its helper
+/// is gone or the device goes away.
+fn detach(transport: Transport, why: &str) {
     let users = STATE.with(|s| {
-        let a = s.att.as_mut()?;
+        let a = s.att.as_mut().filter(|a| a.transport() == transport)?;
         a.detaching = true;
         a.draining = true;
         Some(&a.users as *const AtomicU32)
@@ -590,10 +767,12 @@ fn detach() {
     let Some(users) = users else { return };
     // SAFETY: the `Attached` stays in `STATE` (boxed, so at a fixed address)
     // until this function takes it out below; only detach removes it, and
-    // release runs once per open.
+    // each transport detaches from one context at a time (file release;
+    // the ivshmem thread, stopped before the device is unbound).
     shim::wait_zero(unsafe { &*users }, 0);
-    // SAFETY: process context (file release); the poll work may run reap(),
-    // which takes users only while `detaching` is false.
+    // SAFETY: process context (file release or the ivshmem thread); the
+    // poll work may run reap(), which takes users only while `detaching` is
+    // false.
     unsafe { shim::kgpu_shim_cancel_poll() };
     let np = shim::NoPreempt::new();
     let Some(mut a) = STATE.with(|s| s.att.take()) else {
@@ -620,15 +799,36 @@ fn detach() {
     drop(np);
     let hdr = a.header();
     // SAFETY: atomic fields of the still-mapped header.
-    unsafe {
-        (*addr_of!((*hdr).helper_state)).store(helper_state::DETACHED, Ordering::Release);
-        (*addr_of!((*hdr).helper_pid)).store(0, Ordering::Relaxed);
+    let (state, pid) = unsafe { (&*addr_of!((*hdr).helper_state), &*addr_of!((*hdr).helper_pid)) };
+    match a.source {
+        Source::Pinned { pages, npages } => {
+            state.store(helper_state::DETACHED, Ordering::Release);
+            pid.store(0, Ordering::Relaxed);
+            // SAFETY: no user remains (waited above) and `a` is out of the
+            // shared state, so nothing references the mapping any more.
+            unsafe { shim::kgpu_shim_unpin_unmap(pages, npages as c_ulong, a.base.cast()) };
+        }
+        Source::Shared => {
+            // The helper's session ends; a new helper's offer (or its
+            // header being rewritten) is left as it is.
+            for from in [helper_state::ATTACHED, helper_state::DRAINING] {
+                if state
+                    .compare_exchange(from, helper_state::DETACHED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    pid.store(0, Ordering::Relaxed);
+                }
+            }
+        }
     }
-    // SAFETY: no user remains (waited above) and `a` is out of the shared
-    // state, so nothing references the mapping any more.
-    unsafe { shim::kgpu_shim_unpin_unmap(a.pages, a.npages as c_ulong, a.base.cast()) };
     DETACHES.add(1);
-    pr_info!("helper {} detached, {} requests failed\n", a.pid, failed);
+    pr_info!(
+        "helper {} detached ({}: {}), {} requests failed\n",
+        a.pid,
+        a.transport().name(),
+        why,
+        failed
+    );
     shim::wake_waiters();
 }
 
@@ -1035,6 +1235,10 @@ pub(crate) fn reap() {
                 st.ok.add(1);
                 st.bytes_in.add(r.bytes_in);
                 st.bytes_out.add(r.bytes as u64);
+                if r.backend == crate::kcommon::abi::backend::GPU {
+                    st.gpu_ok.add(1);
+                    st.gpu_bytes.add(r.bytes_in);
+                }
             } else {
                 st.errors.add(1);
             }
@@ -1065,6 +1269,13 @@ pub(crate) fn reap() {
             return;
         }
     }
+}
+
+/// Reaps completions, then fails what waited too long (and notices a
+/// stopped heartbeat).
+pub(crate) fn service() {
+    reap();
+    expire();
 }
 
 /// Fails requests that waited longer than `request_timeout_ms`.
@@ -1145,8 +1356,7 @@ fn expire() {
 /// requests are in flight.
 pub(crate) fn poll_work() {
     POLLS.add(1);
-    reap();
-    expire();
+    service();
     let again = STATE
         .with(|s| matches!(s.att.as_ref(), Some(a) if !a.detaching && a.slots.in_flight() > 0));
     if again {
@@ -1159,6 +1369,7 @@ pub(crate) fn poll_work() {
 pub(crate) fn write_stats(w: &mut BufWriter<'_>) {
     struct Snap {
         attached: bool,
+        transport: &'static str,
         pid: i32,
         epoch: u64,
         region: u64,
@@ -1174,6 +1385,7 @@ pub(crate) fn write_stats(w: &mut BufWriter<'_>) {
     let s = STATE.with(|s| match s.att.as_ref() {
         Some(a) => Snap {
             attached: true,
+            transport: a.transport().name(),
             pid: a.pid,
             epoch: a.epoch,
             region: a.geom.region_size,
@@ -1188,6 +1400,7 @@ pub(crate) fn write_stats(w: &mut BufWriter<'_>) {
         },
         None => Snap {
             attached: false,
+            transport: "none",
             pid: 0,
             epoch: s.epoch,
             region: 0,
@@ -1216,6 +1429,13 @@ pub(crate) fn write_stats(w: &mut BufWriter<'_>) {
             "attached"
         }
     );
+    let _ = writeln!(
+        w,
+        "transport: {}\ntransport_param: {}\nivshmem_bar_bytes: {}",
+        s.transport,
+        shim::transport_mode().name(),
+        crate::ivshmem::bar_bytes()
+    );
     let _ = writeln!(w, "helper_pid: {}\nattach_epoch: {}", s.pid, s.epoch);
     let _ = writeln!(
         w,
@@ -1238,14 +1458,14 @@ pub(crate) fn write_stats(w: &mut BufWriter<'_>) {
     );
     let _ = writeln!(
         w,
-        "service submitted ok errors timeouts nohelper busy detach_failed bytes_in bytes_out avg_latency_ns"
+        "service submitted ok errors timeouts nohelper busy detach_failed bytes_in bytes_out avg_latency_ns gpu_ok gpu_bytes"
     );
     for (id, name) in [(1u16, "aes"), (2, "raid6"), (3, "echo"), (0, "other")] {
         let st = svc(id);
         let done = st.ok.get() + st.errors.get();
         let _ = writeln!(
             w,
-            "{} {} {} {} {} {} {} {} {} {} {}",
+            "{} {} {} {} {} {} {} {} {} {} {} {} {}",
             name,
             st.submitted.get(),
             st.ok.get(),
@@ -1256,7 +1476,9 @@ pub(crate) fn write_stats(w: &mut BufWriter<'_>) {
             st.detach_failed.get(),
             st.bytes_in.get(),
             st.bytes_out.get(),
-            st.latency_ns.get().checked_div(done).unwrap_or(0)
+            st.latency_ns.get().checked_div(done).unwrap_or(0),
+            st.gpu_ok.get(),
+            st.gpu_bytes.get()
         );
     }
 }

@@ -15,9 +15,13 @@
 //! checked by the shared `common` code, the geometry is copied once at attach
 //! and never re-read, and every extent used is the kernel's own copy.
 //!
+//! Inside a VM the region can instead be an ivshmem PCI device's memory,
+//! served by a helper on the host ([`ivshmem`]).
+//!
 //! The C registrations Linux 6.12's Rust crate lacks (misc device, page
 //! pinning, vmap, spinlock with interrupts off, wait queues, delayed work,
-//! debugfs, module parameters) live in `shim.c`.
+//! the ivshmem PCI driver and its thread, debugfs, module parameters) live
+//! in `shim.c`.
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
@@ -29,6 +33,7 @@ pub mod api;
 mod core_state;
 mod gaes;
 mod gpq;
+mod ivshmem;
 pub mod kcommon;
 pub mod kservices;
 mod selftest;
@@ -95,6 +100,45 @@ pub(crate) mod shim {
         pub(crate) fn kgpu_shim_cpu_relax();
         pub(crate) fn kgpu_shim_preempt_disable();
         pub(crate) fn kgpu_shim_preempt_enable();
+        pub(crate) fn kgpu_shim_transport_mode() -> c_uint;
+        pub(crate) fn kgpu_shim_ivshmem_poll_us() -> c_uint;
+    }
+
+    /// The `transport` module parameter, parsed once at load.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum TransportMode {
+        /// The first helper to offer a region, through either door.
+        Auto,
+        /// `/dev/kgpu` only.
+        Device,
+        /// An ivshmem device only.
+        Ivshmem,
+    }
+
+    impl TransportMode {
+        pub(crate) const fn name(self) -> &'static str {
+            match self {
+                TransportMode::Auto => "auto",
+                TransportMode::Device => "device",
+                TransportMode::Ivshmem => "ivshmem",
+            }
+        }
+    }
+
+    /// See `transport` in shim.c.
+    pub(crate) fn transport_mode() -> TransportMode {
+        // SAFETY: reads a value set once at load.
+        match unsafe { kgpu_shim_transport_mode() } {
+            1 => TransportMode::Device,
+            2 => TransportMode::Ivshmem,
+            _ => TransportMode::Auto,
+        }
+    }
+
+    /// See `ivshmem_poll_us` in shim.c (at least 1).
+    pub(crate) fn ivshmem_poll_us() -> u32 {
+        // SAFETY: reads an integer parameter.
+        unsafe { kgpu_shim_ivshmem_poll_us() }.max(1)
     }
 
     /// Wakes the helper if it sleeps in `poll()`.
@@ -284,8 +328,10 @@ impl kernel::Module for Kgpu {
 impl Drop for Kgpu {
     fn drop(&mut self) {
         // The device cannot be open here (its file operations hold a module
-        // reference), so no region is attached; the shim removes the device,
-        // the debugfs files and the poll work.
+        // reference), so no pinned region is attached; the shim unbinds the
+        // ivshmem device (detaching its region: requests in flight fail to
+        // the CPU path) and removes the device, the debugfs files and the
+        // poll work.
         gpq::exit();
         gaes::exit();
         // SAFETY: called once at unload, after `init` succeeded.
@@ -326,6 +372,27 @@ extern "C" fn kgpu_rs_ioctl(cmd: c_uint, arg: c_ulong) -> c_long {
 #[no_mangle]
 extern "C" fn kgpu_rs_poll_work() {
     core_state::poll_work();
+}
+
+#[no_mangle]
+extern "C" fn kgpu_rs_ivshmem_bind(base: *mut c_void, len: u64) -> c_int {
+    // SAFETY: the shim's PCI probe passes its memremap()ed BAR2, unmapped
+    // only after `kgpu_rs_ivshmem_unbind`, and stops the thread that calls
+    // `kgpu_rs_ivshmem_tick` before unbinding.
+    match unsafe { ivshmem::bind(base, len) } {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+#[no_mangle]
+extern "C" fn kgpu_rs_ivshmem_unbind() {
+    ivshmem::unbind();
+}
+
+#[no_mangle]
+extern "C" fn kgpu_rs_ivshmem_tick() -> c_uint {
+    ivshmem::tick()
 }
 
 #[no_mangle]

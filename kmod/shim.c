@@ -3,7 +3,8 @@
  * kgpu: the registrations Linux 6.12's Rust crate has no abstraction for.
  *
  * The misc device (/dev/kgpu) and its file operations, page pinning and
- * vmap, the spinlock, wait queues and delayed work, debugfs files and the
+ * vmap, the ivshmem PCI driver (BAR2 mapped write-back) and its polling
+ * thread, the spinlock, wait queues and delayed work, debugfs files and the
  * module parameters. Every decision is made on the Rust side
  * (kgpu_main.rs); the functions here forward to it or wrap one kernel
  * primitive each.
@@ -14,9 +15,12 @@
 #include <linux/debugfs.h>
 #include <linux/delay.h>
 #include <linux/fs.h>
+#include <linux/io.h>
+#include <linux/kthread.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/pci.h>
 #include <linux/poll.h>
 #include <linux/raid/pq.h>
 #include <linux/scatterlist.h>
@@ -36,6 +40,9 @@ long kgpu_rs_ioctl(unsigned int cmd, unsigned long arg);
 void kgpu_rs_poll_work(void);
 size_t kgpu_rs_stats(char *buf, size_t len);
 long kgpu_rs_selftest(const char *cmd, size_t cmd_len, char *out, size_t out_len);
+int kgpu_rs_ivshmem_bind(void *base, u64 len);
+void kgpu_rs_ivshmem_unbind(void);
+unsigned int kgpu_rs_ivshmem_tick(void);
 
 /* Called from kgpu_main.rs. */
 int kgpu_shim_init(void);
@@ -49,6 +56,8 @@ unsigned int kgpu_shim_heartbeat_timeout_ms(void);
 void kgpu_shim_cpu_relax(void);
 void kgpu_shim_preempt_disable(void);
 void kgpu_shim_preempt_enable(void);
+unsigned int kgpu_shim_transport_mode(void);
+unsigned int kgpu_shim_ivshmem_poll_us(void);
 unsigned long kgpu_shim_lock(void);
 void kgpu_shim_unlock(unsigned long flags);
 void kgpu_shim_wake_helper(void);
@@ -122,6 +131,21 @@ module_param(max_request_kb, uint, 0644);
 MODULE_PARM_DESC(max_request_kb,
 		 "Largest single request (input or output) accepted by the submission API (KiB, default 16384)");
 
+static char *transport = "auto";
+module_param(transport, charp, 0444);
+MODULE_PARM_DESC(transport,
+		 "Where the region comes from: auto (the first helper to offer one), device (/dev/kgpu only), ivshmem (an ivshmem PCI device's memory, served by a helper outside this VM)");
+
+static unsigned int ivshmem_poll_us = 50;
+module_param(ivshmem_poll_us, uint, 0644);
+MODULE_PARM_DESC(ivshmem_poll_us,
+		 "Period of the completion poll over ivshmem while requests are in flight (us, default 50)");
+
+/* The transport parameter parsed at load: 0 auto, 1 device, 2 ivshmem. */
+static unsigned int transport_mode;
+
+unsigned int kgpu_shim_transport_mode(void) { return transport_mode; }
+unsigned int kgpu_shim_ivshmem_poll_us(void) { return READ_ONCE(ivshmem_poll_us); }
 unsigned int kgpu_shim_sync_timeout_ms(void) { return READ_ONCE(sync_timeout_ms); }
 unsigned int kgpu_shim_request_timeout_ms(void) { return READ_ONCE(request_timeout_ms); }
 unsigned int kgpu_shim_max_region_mb(void) { return READ_ONCE(max_region_mb); }
@@ -227,12 +251,25 @@ static void kgpu_poll_fn(struct work_struct *work)
 }
 static DECLARE_DELAYED_WORK(kgpu_poll_work, kgpu_poll_fn);
 
-/* Schedules the completion poll in cq_poll_ms unless it is already pending. */
+/* The ivshmem thread sleeps here between rounds; submissions wake it. */
+static DECLARE_WAIT_QUEUE_HEAD(ivs_wq);
+static atomic_t ivs_kicks = ATOMIC_INIT(0);
+static bool ivs_running;
+
+/*
+ * Schedules the completion poll in cq_poll_ms unless it is already pending,
+ * and wakes the ivshmem thread (which polls much sooner). Any context.
+ */
 void kgpu_shim_kick_poll(void)
 {
 	unsigned int ms = READ_ONCE(cq_poll_ms);
 
 	schedule_delayed_work(&kgpu_poll_work, ms ? msecs_to_jiffies(ms) : 1);
+	if (READ_ONCE(ivs_running)) {
+		atomic_inc(&ivs_kicks);
+		if (wq_has_sleeper(&ivs_wq))
+			wake_up(&ivs_wq);
+	}
 }
 
 void kgpu_shim_cancel_poll(void)
@@ -475,6 +512,128 @@ out:
 	return ret;
 }
 
+/* ---- ivshmem: the region in a PCI device's memory --------------------------- */
+
+/*
+ * qemu's ivshmem-plain (1af4:1110): BAR2 is memory shared with a host file,
+ * with no interrupts. One device is served; its BAR is mapped write-back (it
+ * is RAM on the host) and handed to kgpu_rs_ivshmem_bind(), and a thread runs
+ * kgpu_rs_ivshmem_tick(), sleeping for as long as it says: short sleeps while
+ * requests are in flight, else until a submission or the returned time.
+ */
+struct kgpu_ivs {
+	void *base;
+	struct task_struct *thread;
+};
+
+static int kgpu_ivs_thread(void *arg)
+{
+	while (!kthread_should_stop()) {
+		int kicks = atomic_read(&ivs_kicks);
+		unsigned int us = kgpu_rs_ivshmem_tick();
+
+		if (!us) {
+			cond_resched();
+			continue;
+		}
+		if (us <= 2000)
+			usleep_range(us, us + us / 2 + 1);
+		else
+			wait_event_interruptible_timeout(ivs_wq,
+							 kthread_should_stop() ||
+								 atomic_read(&ivs_kicks) != kicks,
+							 usecs_to_jiffies(us));
+	}
+	return 0;
+}
+
+static int kgpu_ivs_probe(struct pci_dev *pdev, const struct pci_device_id *id)
+{
+	struct kgpu_ivs *d;
+	resource_size_t start, len;
+	int ret;
+
+	if (READ_ONCE(ivs_running)) {
+		dev_info(&pdev->dev, "kgpu: already serving an ivshmem device; not this one\n");
+		return -EBUSY;
+	}
+	d = kzalloc(sizeof(*d), GFP_KERNEL);
+	if (!d)
+		return -ENOMEM;
+	ret = pci_enable_device_mem(pdev);
+	if (ret)
+		goto free;
+	ret = pci_request_region(pdev, 2, "kgpu");
+	if (ret)
+		goto disable;
+	start = pci_resource_start(pdev, 2);
+	len = pci_resource_len(pdev, 2);
+	if (!len || !(pci_resource_flags(pdev, 2) & IORESOURCE_MEM)) {
+		ret = -ENODEV;
+		goto release;
+	}
+	d->base = memremap(start, len, MEMREMAP_WB);
+	if (!d->base) {
+		ret = -ENOMEM;
+		goto release;
+	}
+	/* -ENODEV: not a kgpu region (transport=auto); left to other drivers. */
+	ret = kgpu_rs_ivshmem_bind(d->base, len);
+	if (ret)
+		goto unmap;
+	WRITE_ONCE(ivs_running, true);
+	d->thread = kthread_run(kgpu_ivs_thread, d, "kgpu-ivshmem");
+	if (IS_ERR(d->thread)) {
+		ret = PTR_ERR(d->thread);
+		WRITE_ONCE(ivs_running, false);
+		kgpu_rs_ivshmem_unbind();
+		goto unmap;
+	}
+	pci_set_drvdata(pdev, d);
+	dev_info(&pdev->dev, "kgpu: ivshmem region %llu MiB at %pa\n",
+		 (unsigned long long)len >> 20, &start);
+	return 0;
+
+unmap:
+	memunmap(d->base);
+release:
+	pci_release_region(pdev, 2);
+disable:
+	pci_disable_device(pdev);
+free:
+	kfree(d);
+	return ret;
+}
+
+static void kgpu_ivs_remove(struct pci_dev *pdev)
+{
+	struct kgpu_ivs *d = pci_get_drvdata(pdev);
+
+	/* No tick runs after this; then the region is detached and let go. */
+	kthread_stop(d->thread);
+	WRITE_ONCE(ivs_running, false);
+	kgpu_rs_ivshmem_unbind();
+	memunmap(d->base);
+	pci_release_region(pdev, 2);
+	pci_disable_device(pdev);
+	kfree(d);
+}
+
+static const struct pci_device_id kgpu_ivs_ids[] = {
+	{ PCI_DEVICE(0x1af4, 0x1110) },
+	{ }
+};
+/* No MODULE_DEVICE_TABLE: an ivshmem device alone must not load kgpu. */
+
+static struct pci_driver kgpu_ivs_driver = {
+	.name = "kgpu-ivshmem",
+	.id_table = kgpu_ivs_ids,
+	.probe = kgpu_ivs_probe,
+	.remove = kgpu_ivs_remove,
+};
+
+static bool kgpu_ivs_registered;
+
 /* ---- /dev/kgpu ------------------------------------------------------------ */
 
 static int kgpu_open(struct inode *inode, struct file *file)
@@ -617,17 +776,40 @@ int kgpu_shim_init(void)
 {
 	int ret;
 
+	if (!strcmp(transport, "auto")) {
+		transport_mode = 0;
+	} else if (!strcmp(transport, "device")) {
+		transport_mode = 1;
+	} else if (!strcmp(transport, "ivshmem")) {
+		transport_mode = 2;
+	} else {
+		pr_err("kgpu: transport=%s: use auto, device or ivshmem\n", transport);
+		return -EINVAL;
+	}
 	ret = misc_register(&kgpu_misc);
 	if (ret)
 		return ret;
 	kgpu_debugfs = debugfs_create_dir("kgpu", NULL);
 	debugfs_create_file("stats", 0400, kgpu_debugfs, NULL, &stats_fops);
 	debugfs_create_file("selftest", 0600, kgpu_debugfs, NULL, &selftest_fops);
+	if (transport_mode != 1) {
+		ret = pci_register_driver(&kgpu_ivs_driver);
+		if (ret) {
+			debugfs_remove_recursive(kgpu_debugfs);
+			misc_deregister(&kgpu_misc);
+			return ret;
+		}
+		kgpu_ivs_registered = true;
+	}
 	return 0;
 }
 
 void kgpu_shim_exit(void)
 {
+	if (kgpu_ivs_registered) {
+		pci_unregister_driver(&kgpu_ivs_driver);
+		kgpu_ivs_registered = false;
+	}
 	debugfs_remove_recursive(kgpu_debugfs);
 	misc_deregister(&kgpu_misc);
 	cancel_delayed_work_sync(&kgpu_poll_work);

@@ -8,6 +8,9 @@
 #   make test-kernel       boot the test kernel in qemu and run the in-guest tests
 #   make test-soak         the soak: fio with verify on ext4/gaes dm-crypt/md RAID6 (gpq) while
 #                          the helper is killed and restarted; SOAK_SECONDS of load (default 120)
+#   make test-ivshmem      the ivshmem transport: the guest's region is a file here, served by
+#                          kgpu-helper on this side (CPU backend); the quick list of
+#                          scripts/qemu/suite-ivshmem.sh (scripts/gpu-e2e runs all of it on a GPU)
 #   make kernel-debug      build (or reuse) the debug kernel (clang, KASAN, UBSAN, preemptible)
 #   make test-kernel-debug the debug suite (scripts/qemu/suite-debug.sh) on the debug kernel
 #
@@ -17,7 +20,7 @@
 KGPU_TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))..)
 KGPU_KSCRIPTS := $(KGPU_TOP)/scripts/kernel
 
-.PHONY: kernel-toolchain kernel kmod kmod-clean test-kernel test-soak kernel-debug test-kernel-debug test-soak-debug
+.PHONY: kernel-toolchain kernel kmod kmod-clean test-kernel test-soak test-ivshmem kernel-debug test-kernel-debug test-soak-debug gpu-e2e-pack
 
 kernel-toolchain:
 	$(KGPU_KSCRIPTS)/setup-toolchain --apt
@@ -38,10 +41,24 @@ SOAK_SECONDS ?= 120
 test-soak:
 	KGPU_SUITE=soak SOAK_SECONDS=$(SOAK_SECONDS) $(KGPU_TOP)/scripts/qemu-test
 
+test-ivshmem:
+	KGPU_SUITE=ivshmem KGPU_GUEST_ARGS="IVSHMEM_QUICK=1 $${KGPU_GUEST_ARGS:-}" $(KGPU_TOP)/scripts/qemu-test
+
+# What scripts/gpu-e2e needs on a GPU machine, in target/gpu-e2e (carry it there).
+gpu-e2e-pack:
+	$(KGPU_TOP)/scripts/gpu-e2e --pack $(KGPU_TOP)/target/gpu-e2e
+
 kernel-debug:
 	KGPU_KERNEL_VARIANT=debug $(KGPU_KSCRIPTS)/build-kernel
 
-test-kernel-debug:
+test-test-ivshmem:
+	KGPU_SUITE=ivshmem KGPU_GUEST_ARGS="IVSHMEM_QUICK=1 $${KGPU_GUEST_ARGS:-}" $(KGPU_TOP)/scripts/qemu-test
+
+# What scripts/gpu-e2e needs on a GPU machine, in target/gpu-e2e (carry it there).
+gpu-e2e-pack:
+	$(KGPU_TOP)/scripts/gpu-e2e --pack $(KGPU_TOP)/target/gpu-e2e
+
+kernel-debug:
 	KGPU_KERNEL_VARIANT=debug KGPU_SUITE=$${KGPU_SUITE:-debug} $(KGPU_TOP)/scripts/qemu-test
 
 # The soak on the debug kernel (not in `make test`: ~20 minutes on 2 cores):

@@ -18,7 +18,7 @@ use super::sync::{AtomicU32, AtomicU64};
 /// "KGPURGN\0" little-endian.
 pub const REGION_MAGIC: u64 = u64::from_le_bytes(*b"KGPURGN\0");
 /// Bumped on every incompatible change of this file or of a service encoding.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// The header occupies the first page of the region.
 pub const HEADER_SIZE: u32 = 4096;
 /// Alignment of the rings and of the data area inside the region.
@@ -79,6 +79,26 @@ pub mod helper_state {
     /// The submitter is resetting the rings after losing a helper; a new
     /// helper attaches only once the state is back to `DETACHED`.
     pub const RESETTING: u32 = 3;
+    /// Shared-memory transport (ivshmem): a helper has written a fresh header
+    /// and asks the submitter to attach. The submitter validates it, resets
+    /// the rings and answers `ATTACHED` (or `REFUSED`); the helper touches
+    /// the rings only after `ATTACHED`.
+    pub const OFFERED: u32 = 4;
+    /// Shared-memory transport: the submitter refused the offered header.
+    pub const REFUSED: u32 = 5;
+
+    /// A name for logs.
+    pub const fn name(state: u32) -> &'static str {
+        match state {
+            DETACHED => "detached",
+            ATTACHED => "attached",
+            DRAINING => "draining",
+            RESETTING => "resetting",
+            OFFERED => "offered",
+            REFUSED => "refused",
+            _ => "unknown",
+        }
+    }
 }
 
 /// Status of a completed request, shared by both sides.

@@ -44,8 +44,18 @@ enum Cmd {
         #[arg(long, default_value = device::DEFAULT_DEVICE)]
         device: PathBuf,
         /// Serve this region file instead of the device.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "ivshmem")]
         region: Option<PathBuf>,
+        /// Serve a guest: this file is the memory of the guest's ivshmem
+        /// device (qemu: -object memory-backend-file,share=on,mem-path=FILE
+        /// -device ivshmem-plain); created when missing. Offers the region
+        /// again whenever the guest's kernel detaches.
+        #[arg(long)]
+        ivshmem: Option<PathBuf>,
+        /// Size of a new --ivshmem file in MiB (a power of two; an existing
+        /// file keeps its size, and must have this one if given).
+        #[arg(long)]
+        ivshmem_mib: Option<u64>,
         /// Which backend runs the requests.
         #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
         backend: BackendKind,
@@ -313,6 +323,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Serve {
             device: dev_path,
             region,
+            ivshmem,
+            ivshmem_mib,
             backend,
             cpu_workers,
             data_mib,
@@ -324,6 +336,18 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 stats_file: Some(stats_file.unwrap_or_else(default_stats_file)),
                 ..ServeOptions::default()
             };
+            if let Some(path) = ivshmem {
+                serve_guest(
+                    &path,
+                    ivshmem_mib,
+                    backend,
+                    cpu_workers,
+                    stop,
+                    &opts,
+                    &stats,
+                )?;
+                return Ok(());
+            }
             match region {
                 Some(path) => {
                     let region = SharedRegion::open(&path)?;
@@ -369,6 +393,43 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
     }
+}
+
+/// `serve --ivshmem`: one session after another until stopped; a fresh
+/// backend for each (its key caches belong to one session of the guest's
+/// kernel).
+fn serve_guest(
+    path: &std::path::Path,
+    mib: Option<u64>,
+    backend: BackendKind,
+    cpu_workers: usize,
+    stop: &AtomicBool,
+    opts: &ServeOptions,
+    stats: &Stats,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use kgpu_helper::serve::{Ended, IvshmemTransport, ServeError};
+    let size = match mib {
+        Some(m) => Some(
+            m.checked_mul(1 << 20)
+                .ok_or_else(|| format!("--ivshmem-mib {m}: too large"))?,
+        ),
+        None => None,
+    };
+    let region = SharedRegion::for_guest(path, size)?;
+    let t = IvshmemTransport {
+        path: path.to_path_buf(),
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let mut be = make_backend(backend, &region, cpu_workers)?;
+        match serve(&region, &t, be.as_mut(), stop, opts.clone(), stats) {
+            Ok(Ended::Stopped) | Err(ServeError::Stopped) => break,
+            Ok(Ended::SessionOver) => {
+                log::info!("the guest's kernel ended the session; offering the region again")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 fn backend_arg(kind: BackendKind) -> &'static str {

@@ -1,5 +1,10 @@
 //! The serve loop: drain the submission ring, hand batches to a backend, post
 //! completions, sleep through the NEED_WAKEUP handshake when idle.
+//!
+//! Three transports: `/dev/kgpu` (poll and a doorbell ioctl), a region file
+//! shared with a userspace submitter (futexes), and a region file that qemu
+//! shows a guest as an ivshmem device (both sides poll; the session lives in
+//! the header, see [`IvshmemTransport`]).
 
 use crate::backend::Backend;
 use crate::shm::{futex_wait, futex_wake, SharedRegion};
@@ -13,11 +18,30 @@ use std::time::{Duration, Instant};
 
 /// How the helper waits for work and signals completions.
 pub trait Transport {
+    /// Takes the region for this session (see [`claim`]).
+    fn claim(&self, region: &SharedRegion, stop: &AtomicBool) -> Result<(), ServeError> {
+        claim(region, stop)
+    }
     /// Sleeps until the submitter rings (the doorbell moves past `bell`) or
     /// `timeout` passes.
     fn wait_for_work(&self, region: &SharedRegion, bell: u32, timeout: Duration);
     /// Tells the submitter that completions were posted.
     fn completions_posted(&self, region: &SharedRegion);
+    /// True when the submitter ended the session (nothing more may be read
+    /// from or written to the rings).
+    fn session_over(&self, _region: &SharedRegion) -> bool {
+        false
+    }
+}
+
+/// How serving ended without an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Asked to stop; what was submitted was finished.
+    Stopped,
+    /// The submitter ended the session (over ivshmem: the guest's kernel
+    /// detached); requests still on the backend were finished and dropped.
+    SessionOver,
 }
 
 /// A region file or memfd shared with a userspace submitter: futex doorbells.
@@ -57,6 +81,134 @@ impl Transport for DeviceTransport<'_> {
     }
 }
 
+/// A region file that qemu shows a guest as an ivshmem device's BAR2, so a
+/// helper on the VM's host serves the guest kernel's rings. Nothing is
+/// shared but memory: no file descriptor, no interrupt.
+///
+/// - The session is offered through the header: [`IvshmemTransport::claim`]
+///   writes a fresh header (rings empty) with this helper's pid and the
+///   state `OFFERED`, keeps its heartbeat moving, and waits for the guest's
+///   kernel to answer `ATTACHED` (it has checked the header and reset the
+///   rings) or `REFUSED`.
+/// - The guest's kernel ends the session by writing `DETACHED` (module
+///   unloaded, a stopped heartbeat, a broken ring); the helper then stops
+///   using the rings, finishes what its backend holds without posting it, and
+///   offers again (see `kgpu-helper serve --ivshmem`).
+/// - Both sides poll: the helper spins briefly after work, then sleeps in
+///   steps growing from 20 µs to 1 ms, looking at the doorbell word between.
+pub struct IvshmemTransport {
+    /// The file, for messages.
+    pub path: std::path::PathBuf,
+}
+
+impl IvshmemTransport {
+    fn offer(&self, region: &SharedRegion) -> Result<(), ServeError> {
+        let h = region.header();
+        let me = std::process::id();
+        // SAFETY: the header page is the start of the mapping; only plain
+        // fields are read, once each.
+        let snap = unsafe { kgpu_common::region::HeaderSnapshot::read(region.base().cast()) };
+        if snap.magic == kgpu_common::abi::REGION_MAGIC {
+            let (st, pid) = (
+                h.helper_state.load(Ordering::Acquire),
+                h.helper_pid.load(Ordering::Acquire),
+            );
+            let serving = matches!(
+                st,
+                helper_state::ATTACHED | helper_state::OFFERED | helper_state::DRAINING
+            );
+            if serving && pid != me && crate::standin::process_alive(pid) {
+                return Err(ServeError::AnotherHelper(pid));
+            }
+        }
+        // SAFETY: the mapping is the whole region laid out as its geometry
+        // (SharedRegion::for_guest); the guest's kernel reads the layout only
+        // after it sees OFFERED, published below with a release store.
+        unsafe {
+            kgpu_common::region::init_header(
+                region.base(),
+                region.geometry(),
+                kgpu_common::region::KNOWN_FEATURES,
+            )
+        };
+        h.helper_pid.store(me, Ordering::Release);
+        h.helper_state
+            .store(helper_state::OFFERED, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl Transport for IvshmemTransport {
+    fn claim(&self, region: &SharedRegion, stop: &AtomicBool) -> Result<(), ServeError> {
+        let h = region.header();
+        self.offer(region)?;
+        let t0 = Instant::now();
+        let mut told = false;
+        loop {
+            h.heartbeat.fetch_add(1, Ordering::Relaxed);
+            match h.helper_state.load(Ordering::Acquire) {
+                helper_state::ATTACHED => {
+                    log::info!(
+                        "the guest's kernel attached the region in {} after {:.1} s",
+                        self.path.display(),
+                        t0.elapsed().as_secs_f64()
+                    );
+                    return Ok(());
+                }
+                helper_state::REFUSED => {
+                    return Err(ServeError::Refused(self.path.display().to_string()))
+                }
+                helper_state::OFFERED => {}
+                // Rewritten by someone else (another helper starting):
+                // offer again, unless that one is alive.
+                _ => self.offer(region)?,
+            }
+            if stop.load(Ordering::Relaxed) {
+                let _ = h.helper_state.compare_exchange(
+                    helper_state::OFFERED,
+                    helper_state::DETACHED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                return Err(ServeError::Stopped);
+            }
+            if !told && t0.elapsed() > Duration::from_secs(1) {
+                log::info!(
+                    "offered the region in {} ({} MiB); waiting for the guest's kernel to attach it (insmod kgpu.ko transport=ivshmem)",
+                    self.path.display(),
+                    region.len() >> 20
+                );
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn wait_for_work(&self, region: &SharedRegion, bell: u32, timeout: Duration) {
+        let h = region.header();
+        let t0 = Instant::now();
+        let mut step = Duration::from_micros(20);
+        while h.sq_doorbell.load(Ordering::Acquire) == bell && t0.elapsed() < timeout {
+            std::thread::sleep(step);
+            step = (step * 2).min(Duration::from_millis(1));
+        }
+    }
+
+    fn completions_posted(&self, region: &SharedRegion) {
+        let h = region.header();
+        if ring::must_wake(&h.cq_flags, cq_flag::NEED_WAKEUP) {
+            h.cq_doorbell.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn session_over(&self, region: &SharedRegion) -> bool {
+        !matches!(
+            region.header().helper_state.load(Ordering::Acquire),
+            helper_state::ATTACHED | helper_state::DRAINING
+        )
+    }
+}
+
 /// Tuning of the serve loop.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -90,6 +242,9 @@ pub enum ServeError {
     /// Asked to stop before the region could be claimed.
     #[error("stopped before the region was free")]
     Stopped,
+    /// The guest's kernel refused the offered region (over ivshmem).
+    #[error("the guest's kernel refused the region in {0} (an ABI version mismatch? see the guest's dmesg)")]
+    Refused(String),
     /// The submitter wrote impossible ring indices.
     #[error("the submission ring is corrupt (head {head}, tail {tail}): refusing to serve it")]
     CorruptRing {
@@ -136,7 +291,8 @@ pub fn claim(region: &SharedRegion, stop: &AtomicBool) -> Result<(), ServeError>
     }
 }
 
-/// Serves `region` until `stop` is set, then finishes what was submitted and returns.
+/// Serves `region` until `stop` is set, then finishes what was submitted and
+/// returns; or until the submitter ends the session.
 pub fn serve(
     region: &SharedRegion,
     transport: &dyn Transport,
@@ -144,12 +300,13 @@ pub fn serve(
     stop: &AtomicBool,
     opts: ServeOptions,
     stats: &Stats,
-) -> Result<(), ServeError> {
+) -> Result<Ended, ServeError> {
     let h = region.header();
+    transport.claim(region, stop)?;
     // SAFETY: the serve loop is the region's only SQ consumer and CQ producer,
-    // and both ends live no longer than `region`.
+    // and both ends live no longer than `region`. Made after the claim: over
+    // ivshmem the submitter resets the rings while attaching.
     let (mut sq, mut cq) = unsafe { (region.sq_consumer(), region.cq_producer()) };
-    claim(region, stop)?;
     log::info!(
         "serving: {} MiB data area, {} submission / {} completion entries, backend {}",
         region.geometry().data_size >> 20,
@@ -165,6 +322,18 @@ pub fn serve(
     let mut last_stats = Instant::now();
     loop {
         h.heartbeat.fetch_add(1, Ordering::Relaxed);
+        if transport.session_over(region) {
+            let held = backend.outstanding();
+            log::warn!(
+                "the submitter ended the session; finishing {held} requests without posting them"
+            );
+            while backend.outstanding() > 0 {
+                h.heartbeat.fetch_add(1, Ordering::Relaxed);
+                backend.reap(&mut done, Some(Duration::from_millis(1)));
+                done.clear();
+            }
+            return Ok(Ended::SessionOver);
+        }
         if let Some(path) = &opts.stats_file {
             if last_stats.elapsed() >= Duration::from_secs(1) {
                 last_stats = Instant::now();
@@ -257,7 +426,7 @@ pub fn serve(
     // A waiter parked on the completion doorbell learns of the detach at once.
     h.cq_doorbell.fetch_add(1, Ordering::SeqCst);
     futex_wake(&h.cq_doorbell);
-    failure.map_or(Ok(()), Err)
+    failure.map_or(Ok(Ended::Stopped), Err)
 }
 
 /// Writes a snapshot atomically (temporary file, then rename).

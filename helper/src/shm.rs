@@ -33,7 +33,23 @@ pub enum ShmError {
     /// The requested geometry is impossible.
     #[error("invalid region geometry: {}", .0.as_str())]
     Geometry(RegionError),
+    /// A region file for a guest has a size qemu's ivshmem cannot map or
+    /// that differs from the one asked for.
+    #[error("{path}: {why}")]
+    GuestSize {
+        /// The file.
+        path: String,
+        /// What is wrong and how to fix it.
+        why: String,
+    },
 }
+
+/// Smallest and largest region file served to a guest through ivshmem.
+pub const GUEST_REGION_MIN: u64 = 1 << 20;
+/// See [`GUEST_REGION_MIN`].
+pub const GUEST_REGION_MAX: u64 = 16 << 30;
+
+const PAGE: u64 = kgpu_common::abi::PAGE_SIZE;
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ShmError {
     let what = what.into();
@@ -103,16 +119,22 @@ impl SharedRegion {
         };
         file.set_len(geo.region_size)
             .map_err(io("size the region"))?;
+        let r = Self::map_locked(file, geo)?;
+        // SAFETY: a fresh, private-to-us mapping of exactly region_size bytes,
+        // page aligned by mmap.
+        unsafe {
+            region::init_header(r.base(), &geo, KNOWN_FEATURES);
+            region::reset_rings(r.base(), &geo);
+        }
+        Ok(r)
+    }
+
+    /// Maps `geo.region_size` bytes of `file` shared and locks them.
+    fn map_locked(file: File, geo: Geometry) -> Result<Self, ShmError> {
         let map = MmapOptions::new()
             .len(geo.region_size as usize)
             .map_raw(&file)
             .map_err(io("map the region"))?;
-        // SAFETY: a fresh, private-to-us mapping of exactly region_size bytes,
-        // page aligned by mmap.
-        unsafe {
-            region::init_header(map.as_mut_ptr(), &geo, KNOWN_FEATURES);
-            region::reset_rings(map.as_mut_ptr(), &geo);
-        }
         let mut r = SharedRegion {
             map,
             geo,
@@ -121,6 +143,59 @@ impl SharedRegion {
         };
         r.lock();
         Ok(r)
+    }
+
+    /// The region file that qemu's `ivshmem-plain` device shows a guest as
+    /// BAR2 (`-object memory-backend-file,share=on,mem-path=FILE`): opened,
+    /// or created with `size` bytes when missing. The region fills the file
+    /// exactly (the guest's kernel checks the header against the BAR's
+    /// length), so the data area is what the header and rings leave. The
+    /// header is not written here: [`crate::serve::IvshmemTransport`]
+    /// writes a fresh one for each session it offers.
+    pub fn for_guest(path: &Path, size: Option<u64>) -> Result<Self, ShmError> {
+        let bad = |why: String| ShmError::GuestSize {
+            path: path.display().to_string(),
+            why,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io(format!("open or create {}", path.display())))?;
+        let len = file.metadata().map_err(io("stat the region"))?.len();
+        let len = match (len, size) {
+            (0, want) => {
+                let want = want.unwrap_or(256 << 20);
+                file.set_len(want).map_err(io("size the region"))?;
+                want
+            }
+            (have, Some(want)) if have != want => {
+                return Err(bad(format!(
+                    "the file is {} MiB, not {} MiB; qemu maps it at its size: remove it (with the guest stopped) or ask for {} MiB",
+                    have >> 20,
+                    want >> 20,
+                    have >> 20
+                )))
+            }
+            (have, _) => have,
+        };
+        if !len.is_power_of_two() || !(GUEST_REGION_MIN..=GUEST_REGION_MAX).contains(&len) {
+            return Err(bad(format!(
+                "{len} bytes: an ivshmem BAR is a power of two between {} MiB and {} GiB",
+                GUEST_REGION_MIN >> 20,
+                GUEST_REGION_MAX >> 30
+            )));
+        }
+        let spec = RegionSpec::default();
+        let rings = Geometry::new(spec.sq_entries, spec.cq_entries, PAGE)
+            .map_err(ShmError::Geometry)?
+            .data_off;
+        let geo = Geometry::new(spec.sq_entries, spec.cq_entries, len - rings)
+            .map_err(ShmError::Geometry)?;
+        debug_assert_eq!(geo.region_size, len);
+        Self::map_locked(file, geo)
     }
 
     /// Opens a region file made by [`SharedRegion::create`] and checks its header.

@@ -26,8 +26,9 @@ crypto_untested() {
 
 # Every insmod of kgpu waits for the self-tests of its algorithms, so that no
 # test uses (or unloads) a driver that the crypto manager is still testing.
+# KGPU_INSMOD_ARGS (set by a suite): parameters for every load of kgpu.
 insmod() {
-    command insmod "$@" $SLOW_ARGS || return
+    command insmod "$@" $SLOW_ARGS ${KGPU_INSMOD_ARGS:-} || return
     i=0
     while [ "$(crypto_untested)" != 0 ]; do
         if [ $i -ge $((1200 * SLOW)) ]; then
@@ -92,14 +93,15 @@ selftest() {
     head -n1 $D/selftest >> /tmp/t.info
 }
 
+# wait_state STATE [SECONDS]: until the module's state is STATE (default 10 s).
 wait_state() {
     i=0
-    while [ $i -lt 200 ]; do
+    while [ $i -lt $((${2:-10} * 20)) ]; do
         [ "$(stat_of state)" = "$1" ] && return 0
         sleep 0.05
         i=$((i + 1))
     done
-    echo "state is '$(stat_of state)', wanted '$1'"
+    echo "state is '$(stat_of state)' after ${2:-10} s, wanted '$1'"
     return 1
 }
 

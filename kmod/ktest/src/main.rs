@@ -270,6 +270,15 @@ fn open_as_nobody() -> ! {
     c.finish()
 }
 
+/// Attaches one well-formed region and prints the outcome (`errno 0` when
+/// attached); the region goes with the process.
+fn attach_one() -> ! {
+    let f = open_dev().expect("open /dev/kgpu");
+    let r = Region::new(64, 128, 1 << 20);
+    println!("attach: errno {}", attach(&f, &r.args()));
+    exit(0)
+}
+
 fn attach_errors() -> ! {
     let mut c = Checks { failed: 0 };
     let f = open_dev().expect("open /dev/kgpu");
@@ -1635,6 +1644,7 @@ fn main() {
         Some("open-twice") => open_twice(),
         Some("open-as-nobody") => open_as_nobody(),
         Some("attach-errors") => attach_errors(),
+        Some("attach-one") => attach_one(),
         Some("serve") => {
             let mode = match args.get(2).map(String::as_str) {
                 None | Some("echo") => Mode::Echo,
@@ -1667,7 +1677,7 @@ fn main() {
             serve(mode, seed)
         }
         _ => {
-            eprintln!("usage: kgpu-ktest open-twice|open-as-nobody|attach-errors|serve [echo|garbage|silent|corrupt|wrongdata|drain|freeze|random|jumps|header|race] [SEED]");
+            eprintln!("usage: kgpu-ktest open-twice|open-as-nobody|attach-errors|attach-one|serve [echo|garbage|silent|corrupt|wrongdata|drain|freeze|random|jumps|header|race] [SEED]");
             exit(2)
         }
     }
