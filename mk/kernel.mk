@@ -51,14 +51,7 @@ gpu-e2e-pack:
 kernel-debug:
 	KGPU_KERNEL_VARIANT=debug $(KGPU_KSCRIPTS)/build-kernel
 
-test-test-ivshmem:
-	KGPU_SUITE=ivshmem KGPU_GUEST_ARGS="IVSHMEM_QUICK=1 $${KGPU_GUEST_ARGS:-}" $(KGPU_TOP)/scripts/qemu-test
-
-# What scripts/gpu-e2e needs on a GPU machine, in target/gpu-e2e (carry it there).
-gpu-e2e-pack:
-	$(KGPU_TOP)/scripts/gpu-e2e --pack $(KGPU_TOP)/target/gpu-e2e
-
-kernel-debug:
+test-kernel-debug:
 	KGPU_KERNEL_VARIANT=debug KGPU_SUITE=$${KGPU_SUITE:-debug} $(KGPU_TOP)/scripts/qemu-test
 
 # The soak on the debug kernel (not in `make test`: ~20 minutes on 2 cores):
