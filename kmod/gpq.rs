@@ -72,6 +72,7 @@ extern "C" {
         ptrs: *mut *mut c_void,
     );
     fn kgpu_gpq_may_spin() -> bool;
+    fn kgpu_gpq_max_spinners() -> c_uint;
     fn kgpu_gpq_pcpu_begin(sg: *mut *mut c_void, bounce: *mut *mut u8) -> bool;
     fn kgpu_gpq_pcpu_end();
     fn kgpu_gpq_sg_build(
@@ -110,6 +111,7 @@ struct Stats {
     cpu_layout: Counter,
     cpu_asleep: Counter,
     cpu_busy: Counter,
+    cpu_spinners: Counter,
     cpu_fallback: Counter,
     timeout: Counter,
     verify_mismatch: Counter,
@@ -127,6 +129,7 @@ static STATS: Stats = Stats {
     cpu_layout: Counter::new(),
     cpu_asleep: Counter::new(),
     cpu_busy: Counter::new(),
+    cpu_spinners: Counter::new(),
     cpu_fallback: Counter::new(),
     timeout: Counter::new(),
     verify_mismatch: Counter::new(),
@@ -168,6 +171,45 @@ fn name(p: *const c_char) -> &'static str {
     // SAFETY: the shim returns static NUL-terminated names (raid6 algorithm
     // names are string literals of the raid6 library or of shim_raid6.c).
     unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("?")
+}
+
+/// gpq calls waiting for the helper's answer right now (spinning, with
+/// preemption off), and the most there ever were at once.
+static SPINNERS: AtomicU32 = AtomicU32::new(0);
+static SPINNERS_PEAK: AtomicU32 = AtomicU32::new(0);
+
+/// A place among the callers waiting for the helper. There are at most as
+/// many as leave the helper (and the rest of the machine) a CPU: callers
+/// spinning with preemption off on every CPU would starve a local helper, so
+/// nothing could answer them (`gpq_max_spinners`, capped at the online CPUs
+/// less one). Whatever the policy, the others compute on the CPU at once.
+struct Spinner;
+
+impl Spinner {
+    fn enter() -> Option<Self> {
+        // SAFETY: reads a parameter and the online CPU count.
+        let max = unsafe { kgpu_gpq_max_spinners() };
+        let mut n = SPINNERS.load(Ordering::Relaxed);
+        loop {
+            if n >= max {
+                return None;
+            }
+            match SPINNERS.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    SPINNERS_PEAK.fetch_max(n + 1, Ordering::Relaxed);
+                    return Some(Spinner);
+                }
+                Err(v) => n = v,
+            }
+        }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        SPINNERS.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Counts a call inside gpq for its lifetime.
@@ -495,7 +537,10 @@ unsafe fn try_helper(disks: c_int, bytes: usize, ptrs: *mut *mut c_void, w: Work
         }
         return false;
     }
-    // SAFETY: forwarded contract.
+    let Some(_spinner) = Spinner::enter() else {
+        STATS.cpu_spinners.add(1);
+        return false;
+    };
     // SAFETY: reads an integer parameter.
     let wake_ns = i64::from(unsafe { kgpu_gpq_param_wake_us() }) * 1000;
     // SAFETY: forwarded contract.
@@ -854,6 +899,10 @@ fn write_stats(w: &mut BufWriter<'_>) {
     let _ = writeln!(w, "cpu_layout: {}", s.cpu_layout.get());
     let _ = writeln!(w, "cpu_asleep: {}", s.cpu_asleep.get());
     let _ = writeln!(w, "cpu_busy: {}", s.cpu_busy.get());
+    let _ = writeln!(w, "cpu_spinners: {}", s.cpu_spinners.get());
+    // SAFETY: reads a parameter and the online CPU count.
+    let _ = writeln!(w, "spinners_max: {}", unsafe { kgpu_gpq_max_spinners() });
+    let _ = writeln!(w, "spinners_peak: {}", SPINNERS_PEAK.load(Ordering::Relaxed));
     let _ = writeln!(w, "cpu_fallback: {}", s.cpu_fallback.get());
     let _ = writeln!(w, "timeout: {}", s.timeout.get());
     let _ = writeln!(w, "verify_mismatch: {}", s.verify_mismatch.get());

@@ -51,6 +51,7 @@ const char *kgpu_gpq_current_name(void);
 void kgpu_gpq_cpu_gen(int disks, size_t bytes, void **ptrs);
 void kgpu_gpq_cpu_xor(int disks, int start, int stop, size_t bytes, void **ptrs);
 bool kgpu_gpq_may_spin(void);
+unsigned int kgpu_gpq_max_spinners(void);
 bool kgpu_gpq_pcpu_begin(struct scatterlist **sg, u8 **bounce);
 void kgpu_gpq_pcpu_end(void);
 unsigned int kgpu_gpq_sg_build(struct scatterlist *sg, void **ptrs, int start, int stop,
@@ -93,6 +94,11 @@ static unsigned int gpq_wake_us = 200;
 module_param(gpq_wake_us, uint, 0644);
 MODULE_PARM_DESC(gpq_wake_us,
 		 "Extra spin allowed when the helper sleeps: the request wakes it (us, default 200; 0 = compute on the CPU while it sleeps)");
+
+static unsigned int gpq_max_spinners;
+module_param(gpq_max_spinners, uint, 0644);
+MODULE_PARM_DESC(gpq_max_spinners,
+		 "Most gpq calls waiting for the helper at once; the others compute on the CPU at once (0, the default, and at most: the online CPUs less one)");
 
 bool kgpu_gpq_param_enable(void) { return READ_ONCE(gpq_enable); }
 long kgpu_gpq_param_threshold(void) { return READ_ONCE(gpq_threshold); }
@@ -218,6 +224,15 @@ void kgpu_gpq_cpu_xor(int disks, int start, int stop, size_t bytes, void **ptrs)
 bool kgpu_gpq_may_spin(void)
 {
 	return !in_interrupt() && !irqs_disabled() && num_online_cpus() > 1;
+}
+
+/* gpq_max_spinners, never more than leaves one CPU free. */
+unsigned int kgpu_gpq_max_spinners(void)
+{
+	unsigned int cpus = num_online_cpus(), cap = cpus > 1 ? cpus - 1 : 0;
+	unsigned int p = READ_ONCE(gpq_max_spinners);
+
+	return p && p < cap ? p : cap;
 }
 
 void kgpu_gpq_preempt_disable(void)

@@ -21,7 +21,9 @@ KGPU_DEFINE_ONLY=1
 KGPU_DEFINE_ONLY=
 HAVE_HELPER=1
 E2E_BACKEND=${KGPU_E2E_BACKEND:-cpu}
-KGPU_INSMOD_ARGS="transport=ivshmem gaes_priority=1000 gaes_cpu_max_bytes=0 gpq_threshold=0 gpq_spin_us=100000 gpq_wake_us=20000"
+# The helper is a process on a host that also runs this guest's vCPUs: a
+# 5 s heartbeat bound, so a busy host is not taken for a dead helper.
+KGPU_INSMOD_ARGS="transport=ivshmem heartbeat_timeout_ms=$((5000 * SLOW)) gaes_priority=1000 gaes_cpu_max_bytes=0 gpq_threshold=0 gpq_spin_us=100000 gpq_wake_us=20000"
 # IVSHMEM_QUICK=1 (`make test-ivshmem`, in `make test`): the transport's own
 # tests and one of each data path; the full list runs on the GPU machine.
 if [ "${IVSHMEM_QUICK:-0}" = 1 ]; then
@@ -260,6 +262,7 @@ e2e gpq_md_raid6_write_check raid6 test_md_create_check
 e2e gpq_md_two_failed_reads raid6 test_md_two_failed
 e2e gpq_md_readd_resync_check raid6 test_md_readd_resync
 e2e gpq_md_rmw_xor_syndrome raid6 test_md_rmw
+e2e gpq_md_concurrent_spinners_bounded raid6 test_md_concurrent_spinners
 t gpq_md_helper_killed_in_resync test_md_helper_killed_in_resync
 t gpq_md_teardown test_md_teardown
 stop_server >/dev/null 2>&1

@@ -56,7 +56,7 @@ gpq_note() {
 
 counters() {
     echo "gpu=$(gpq_of gpu) gpu_xor=$(gpq_of gpu_xor) cpu_threshold=$(gpq_of cpu_threshold)" \
-        "cpu_nohelper=$(gpq_of cpu_nohelper) cpu_asleep=$(gpq_of cpu_asleep) cpu_busy=$(gpq_of cpu_busy) cpu_fallback=$(gpq_of cpu_fallback) timeout=$(gpq_of timeout)" \
+        "cpu_nohelper=$(gpq_of cpu_nohelper) cpu_asleep=$(gpq_of cpu_asleep) cpu_busy=$(gpq_of cpu_busy) cpu_spinners=$(gpq_of cpu_spinners) cpu_fallback=$(gpq_of cpu_fallback) timeout=$(gpq_of timeout)" \
         "verify_mismatch=$(gpq_of verify_mismatch) gen_calls=$(gpq_of gen_calls) xor_calls=$(gpq_of xor_calls)"
 }
 
@@ -166,6 +166,30 @@ test_md_rmw() {
     expect_eq verify_mismatch "$(gpq_of verify_mismatch)" 0 && md_same 32
 }
 
+# md's worker threads computing syndromes at once (group_thread_cnt 4, four
+# writers), every call eligible for the helper: at most spinners_max callers
+# (the online CPUs less one) wait for it at once, so a CPU is always left to
+# the helper; the others compute on the CPU at once. No hung task, data and
+# parity correct.
+test_md_concurrent_spinners() {
+    start_server $(helper_cmd) || return 1
+    [ -w $MDS/group_thread_cnt ] || { echo "$MDS/group_thread_cnt missing"; return 1; }
+    sb=$(gpq_of cpu_spinners)
+    echo 4 > $MDS/group_thread_cnt || return 1
+    pids=
+    for j in 0 1 2 3; do
+        dd if=/tmp/gpq-data of=$MD bs=64k seek=$((j * 128)) skip=$((j * 128)) count=128 \
+            oflag=direct conv=notrunc 2>/dev/null &
+        pids="$pids $!"
+    done
+    for p in $pids; do wait $p || { echo "a writer failed"; return 1; }; done
+    echo 0 > $MDS/group_thread_cnt
+    max=$(gpq_of spinners_max) peak=$(gpq_of spinners_peak)
+    gpq_note "4 md worker threads, 4 writers: spinners_max=$max spinners_peak=$peak cpu_spinners +$(( $(gpq_of cpu_spinners) - sb )); $(counters)"
+    [ "$peak" -ge 1 ] && [ "$peak" -le "$max" ] || { echo "spinners_peak $peak, allowed 1..$max"; return 1; }
+    md_check && md_same 32
+}
+
 test_md_helper_killed_in_resync() {
     start_server $(helper_cmd) || return 1
     echo 4000 > $MDS/sync_speed_max
@@ -254,6 +278,7 @@ else
         t gpq_md_two_failed_reads test_md_two_failed
         t gpq_md_readd_resync_check test_md_readd_resync
         t gpq_md_rmw_xor_syndrome test_md_rmw
+        t gpq_md_concurrent_spinners_bounded test_md_concurrent_spinners
         t gpq_md_helper_killed_in_resync test_md_helper_killed_in_resync
         t gpq_md_default_threshold test_md_default_threshold
         t gpq_md_unload_with_array_active test_md_unload_active
