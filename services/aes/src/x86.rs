@@ -100,6 +100,12 @@ impl Ni {
         cbc_encrypt => ni_cbc_enc(iv: &[u8; 16], data: &mut [u8])
     );
     entry!(
+        /// CBC encryption of [`CBC_LANES`] units side by side: `data` holds
+        /// them back to back, each `data.len() / CBC_LANES` bytes (a multiple
+        /// of 16), unit `l` chained from `ivs[l]`.
+        cbc_encrypt_lanes => ni_cbc_enc_lanes(ivs: &[[u8; 16]; CBC_LANES], data: &mut [u8])
+    );
+    entry!(
         /// CBC decryption over whole blocks.
         cbc_decrypt => ni_cbc_dec(iv: &[u8; 16], data: &mut [u8])
     );
@@ -291,6 +297,27 @@ fn ni_cbc_enc<const NR: usize>(k: &RoundKeys, iv: &[u8; 16], data: &mut [u8]) {
         enc_n::<NR, 1>(&ks, &mut b);
         prev = b[0];
         st(c, prev);
+    }
+}
+
+/// Units a CBC encryption interleaves: one chain is serial (each block
+/// waits for the one before), eight independent chains fill the AES units.
+pub const CBC_LANES: usize = 8;
+
+#[target_feature(enable = "aes,sse4.1")]
+fn ni_cbc_enc_lanes<const NR: usize>(k: &RoundKeys, ivs: &[[u8; 16]; CBC_LANES], data: &mut [u8]) {
+    let ks = keys128(&k.enc);
+    let unit = data.len() / CBC_LANES;
+    assert!(unit.is_multiple_of(16) && unit * CBC_LANES == data.len());
+    let mut prev: [__m128i; CBC_LANES] = core::array::from_fn(|l| ld(&ivs[l]));
+    for j in (0..unit).step_by(16) {
+        let mut b: [__m128i; CBC_LANES] =
+            core::array::from_fn(|l| _mm_xor_si128(ld(&data[l * unit + j..]), prev[l]));
+        enc_n::<NR, CBC_LANES>(&ks, &mut b);
+        for (l, x) in b.iter().enumerate() {
+            st(&mut data[l * unit + j..], *x);
+        }
+        prev = b;
     }
 }
 
