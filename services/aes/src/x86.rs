@@ -357,12 +357,29 @@ fn ni_ctr_iv<const NR: usize>(k: &RoundKeys, iv: &[u8; 16], data: &mut [u8]) {
     ni_ctr::<NR>(k, u128::from_be_bytes(*iv), data)
 }
 
+/// The byte shuffle that reverses a 128-bit lane.
+#[inline]
+#[target_feature(enable = "sse2")]
+fn bswap128() -> __m128i {
+    _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+}
+
 #[target_feature(enable = "aes,sse4.1")]
 fn ni_ctr<const NR: usize>(k: &RoundKeys, mut ctr: u128, data: &mut [u8]) {
     let ks = keys128(&k.enc);
     let mut chunks = data.chunks_exact_mut(128);
     for c in &mut chunks {
-        let mut b: [__m128i; 8] = core::array::from_fn(|i| ctr_block(ctr.wrapping_add(i as u128)));
+        let mut b: [__m128i; 8] = if (ctr as u64) <= u64::MAX - 7 {
+            // No carry out of the low 64 bits: add in registers, then swap
+            // the bytes of each counter to big-endian.
+            let base = from_u128(ctr);
+            core::array::from_fn(|i| {
+                let c = _mm_add_epi64(base, _mm_set_epi64x(0, i as i64));
+                _mm_shuffle_epi8(c, bswap128())
+            })
+        } else {
+            core::array::from_fn(|i| ctr_block(ctr.wrapping_add(i as u128)))
+        };
         ctr = ctr.wrapping_add(8);
         enc_n::<NR, 8>(&ks, &mut b);
         for (i, x) in b.iter().enumerate() {
@@ -534,9 +551,7 @@ fn vaes_ctr_iv<const NR: usize>(k: &RoundKeys, iv: &[u8; 16], data: &mut [u8]) {
 fn vaes_ctr<const NR: usize>(k: &RoundKeys, mut ctr: u128, data: &mut [u8]) {
     let ks = keys512(&k.enc);
     // Reverses the 16 bytes of each lane: little-endian counters to blocks.
-    let bswap = _mm512_broadcast_i32x4(_mm_set_epi8(
-        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-    ));
+    let bswap = _mm512_broadcast_i32x4(bswap128());
     let inc: [__m512i; 4] = core::array::from_fn(|i| {
         let j = 4 * i as i64;
         _mm512_set_epi64(0, j + 3, 0, j + 2, 0, j + 1, 0, j)
