@@ -482,6 +482,18 @@ pub fn run(
     Ok((rows, copy))
 }
 
+/// Bytes a request of each mode copies in and out, for [`model_lines`].
+pub fn copy_shapes(modes: &[Mode], size: usize) -> Vec<(String, u64, u64)> {
+    let mut rng = Rng::new(1);
+    modes
+        .iter()
+        .map(|m| {
+            let j = m.job(size, &mut rng);
+            (m.name().to_string(), j.input.len() as u64, j.out_len as u64)
+        })
+        .collect()
+}
+
 /// The table as text.
 pub fn table(rows: &[KernelPathRow], backend: &str, copy_gbps: f64) -> String {
     let mut s = format!(
@@ -520,6 +532,65 @@ subm/helper = cores busy in the submitter threads / the helper; cpu s/GB = CPU s
 cpu1/cpuN = the same work in the caller with the best CPU code (AES: {path}) on 1 / {threads} threads, GB/s, s/GB its CPU seconds per GB; \
 ratio = gpu path CPU time per GB / cpu path's (above 1: the GPU path costs more CPU); one-thread copy {copy_gbps:.2} GB/s\n"
     ));
+    s
+}
+
+/// What the cost model (`kgpu_common::cost`) decides per mode and size from
+/// this run's own figures: the CPU path's one-thread rate at the largest size,
+/// the copy rate, the bytes each request copies, and of the rows that ran on
+/// a GPU the best rate (copies included, so it flatters the CPU path's rival
+/// less), the smallest request's median latency and the smallest size sent
+/// there (the helper's crossover). Modes with no row on a GPU have no model.
+pub fn model_lines(rows: &[KernelPathRow], copy_gbps: f64, jobs: &[(String, u64, u64)]) -> String {
+    use kgpu_common::cost::{decide, Inputs};
+    let mut s = String::new();
+    let mut modes: Vec<&str> = rows.iter().map(|r| r.mode.as_str()).collect();
+    modes.dedup();
+    for m in modes {
+        let mine: Vec<&KernelPathRow> = rows.iter().filter(|r| r.mode == m).collect();
+        let gpu: Vec<&&KernelPathRow> = mine.iter().filter(|r| r.on_gpu >= 0.5).collect();
+        let Some(big) = mine.iter().max_by_key(|r| r.size) else {
+            continue;
+        };
+        let Some(first) = gpu.iter().min_by_key(|r| (r.size, r.depth, r.submitters)) else {
+            s.push_str(&format!("model {m}: no request ran on a GPU in this run\n"));
+            continue;
+        };
+        let (copy_num, copy_den) = jobs
+            .iter()
+            .find(|j| j.0 == m)
+            .map_or((2, 1), |j| (((j.1 + j.2) * 1024 / j.1.max(1)) as u32, 1024));
+        let inputs = Inputs {
+            cpu_mbps: (big.cpu1_gbps * 1000.0) as u64,
+            copy_mbps: (copy_gbps * 1000.0) as u64,
+            copy_num,
+            copy_den,
+            gpu_mbps: (gpu.iter().map(|r| r.gpu_path_gbps).fold(0.0, f64::max) * 1000.0) as u64,
+            gpu_rtt_ns: (first.p50_us * 1000.0) as u64,
+            crossover: first.size,
+        };
+        s.push_str(&format!(
+            "model {m}: cpu {} MB/s/core, copy {} MB/s, gpu {} MB/s, rtt {} us, crossover {}:",
+            inputs.cpu_mbps,
+            inputs.copy_mbps,
+            inputs.gpu_mbps,
+            inputs.gpu_rtt_ns / 1000,
+            human(inputs.crossover)
+        ));
+        let mut sizes: Vec<u64> = mine.iter().map(|r| r.size).collect();
+        sizes.dedup();
+        for size in sizes {
+            let d = decide(&inputs, size);
+            s.push_str(&format!(
+                " {} {} ({}, x{:.2})",
+                human(size),
+                if d.gpu { "gpu" } else { "cpu" },
+                d.reason.as_str(),
+                d.cost_ratio_milli() as f64 / 1000.0
+            ));
+        }
+        s.push('\n');
+    }
     s
 }
 
@@ -634,4 +705,71 @@ pub fn cpu_model() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(mode: &str, size: u64, on_gpu: f64, gbps: f64, p50: f64, cpu1: f64) -> KernelPathRow {
+        KernelPathRow {
+            mode: mode.to_string(),
+            size,
+            depth: 16,
+            submitters: 1,
+            requests: 100,
+            on_gpu,
+            gpu_path_gbps: gbps,
+            p50_us: p50,
+            submitter_cores: 1.0,
+            helper_cores: Some(1.0),
+            gpu_path_cpu_s_per_gb: 0.4,
+            cpu1_gbps: cpu1,
+            cpun_gbps: cpu1 * 16.0,
+            cpu_threads: 16,
+            cpu_path_cpu_s_per_gb: 1.0 / cpu1,
+            cost_ratio: 0.4 * cpu1,
+            aes_path: "vaes".to_string(),
+        }
+    }
+
+    #[test]
+    fn model_lines_follow_the_rows() {
+        let shapes = copy_shapes(&[Mode::AesXts, Mode::Raid6Gen], 1 << 20);
+        assert_eq!(shapes[0].1, shapes[0].2, "AES copies its input back out");
+        assert!(
+            shapes[1].2 * 7 == shapes[1].1,
+            "RAID6 16 disks: 2 of 14 back"
+        );
+        // A fast CPU: every size stays on the CPU, the big ones because the
+        // copies cost more.
+        let fast = [
+            row("aes128-xts", 4096, 0.0, 0.5, 20.0, 12.0),
+            row("aes128-xts", 1 << 20, 1.0, 30.0, 100.0, 12.0),
+            row("aes128-xts", 16 << 20, 1.0, 40.0, 500.0, 12.0),
+        ];
+        let text = model_lines(&fast, 6.0, &shapes);
+        assert!(text.starts_with("model aes128-xts: cpu 12000 MB/s/core, copy 6000 MB/s, gpu 40000 MB/s, rtt 100 us, crossover 1M:"), "{text}");
+        assert!(text.contains(" 4K cpu (below crossover"), "{text}");
+        assert!(text.contains(" 16M cpu (costs more cpu"), "{text}");
+        // A slow CPU (0.2 GB/s): from the crossover up, the GPU.
+        let slow: Vec<KernelPathRow> = fast
+            .iter()
+            .map(|r| KernelPathRow {
+                cpu1_gbps: 0.2,
+                ..r.clone()
+            })
+            .collect();
+        let text = model_lines(&slow, 6.0, &shapes);
+        assert!(
+            text.contains(" 1M gpu (gpu") && text.contains(" 16M gpu (gpu"),
+            "{text}"
+        );
+        // No row on a GPU: no model.
+        let cpu_only = [row("raid6-gen16", 65408, 0.0, 3.0, 300.0, 12.0)];
+        assert_eq!(
+            model_lines(&cpu_only, 6.0, &shapes),
+            "model raid6-gen16: no request ran on a GPU in this run\n"
+        );
+    }
 }

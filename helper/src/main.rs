@@ -625,6 +625,8 @@ fn kernel_path_bench(
         "{}",
         kgpu_helper::kpath::table(&rows, backend_arg(backend), copy)
     );
+    let shapes = kgpu_helper::kpath::copy_shapes(&plan.modes, 1 << 20);
+    print!("{}", kgpu_helper::kpath::model_lines(&rows, copy, &shapes));
     Ok(())
 }
 
