@@ -234,9 +234,14 @@ where
     })
 }
 
+/// Bytes of each of `n` threads' shares of a pool of `len` bytes.
+fn share_len(len: usize, n: usize) -> usize {
+    ((len / n.max(1)) / 4096 * 4096).max(4096)
+}
+
 fn split(pool: &mut [u8], n: usize) -> Vec<&mut [u8]> {
-    let each = (pool.len() / n.max(1)) / 4096 * 4096;
-    pool.chunks_exact_mut(each.max(4096)).take(n).collect()
+    let each = share_len(pool.len(), n);
+    pool.chunks_exact_mut(each).take(n).collect()
 }
 
 /// The CPU path: `threads` callers run the job over their share of the pool
@@ -247,8 +252,8 @@ fn cpu_path(
     threads: usize,
     duration: Duration,
 ) -> Result<(f64, f64), String> {
-    let share_len = (pool.len() / threads.max(1)) as u64;
-    let lay = Layout::new(job, share_len).ok_or("pool too small for the request size")?;
+    let lay = Layout::new(job, share_len(pool.len(), threads) as u64)
+        .ok_or("pool too small for the request size")?;
     let setup = |share: &mut [u8]| -> Result<CpuServices, String> {
         share[Layout::range(lay.key)].copy_from_slice(&job.key);
         share[Layout::range(lay.aux)].copy_from_slice(&job.aux);
@@ -310,8 +315,8 @@ fn gpu_path(
     duration: Duration,
     helper_cpu: &dyn Fn() -> Option<Duration>,
 ) -> Result<Timed, String> {
-    let share_len = (pool.len() / submitters.max(1)) as u64;
-    let lay = Layout::new(job, share_len).ok_or("pool too small for the request size")?;
+    let lay = Layout::new(job, share_len(pool.len(), submitters) as u64)
+        .ok_or("pool too small for the request size")?;
     let per = depth.div_ceil(submitters).max(1);
     let room = in_flight_room(sub, job);
     if submitters as u64 > room {
@@ -730,6 +735,35 @@ mod tests {
             cpu_path_cpu_s_per_gb: 1.0 / cpu1,
             cost_ratio: 0.4 * cpu1,
             aes_path: "vaes".to_string(),
+        }
+    }
+
+    #[test]
+    fn layouts_stay_inside_their_share_and_apart() {
+        let mut rng = Rng::new(3);
+        for mode in [Mode::AesXts, Mode::Raid6Gen, Mode::Echo] {
+            for size in [4096, 65536, 1 << 20] {
+                let job = mode.job(size, &mut rng);
+                for (pool, n) in [(16usize << 20, 3usize), (1 << 30, 16), (5 << 20, 7)] {
+                    let share = share_len(pool, n) as u64;
+                    assert!(share * n as u64 <= pool as u64);
+                    let Some(l) = Layout::new(&job, share) else {
+                        assert!(share < 2 * size as u64 + 4096);
+                        continue;
+                    };
+                    assert!(l.key.off + l.key.len <= l.aux.off && l.aux.off + l.aux.len <= l.first);
+                    for i in 0..l.slots + 2 {
+                        let (a, b) = (l.input(i), l.output(i));
+                        assert!(b.off + b.len <= share, "{mode:?} {size} slot {i}");
+                        assert!(a.off >= l.first);
+                        if !l.in_place {
+                            assert!(a.off + a.len <= b.off, "output after input");
+                        }
+                        let next = l.input(i + 1);
+                        assert!(next.off >= b.off + b.len || next.off == l.first);
+                    }
+                }
+            }
         }
     }
 
