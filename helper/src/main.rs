@@ -592,8 +592,9 @@ fn bench(
     } else {
         let cpu = kgpu_helper::kpath::cpu_model();
         println!(
-            "kgpu-helper bench: backend {}, CPU {cpu}",
-            backend_arg(backend)
+            "kgpu-helper bench: backend {}, CPU {cpu}, CPU AES path {}",
+            backend_arg(backend),
+            kgpu_aes::cpu::Path::best()
         );
         print!("{}", kgpu_helper::bench::table(&rows, backend_arg(backend)));
     }
