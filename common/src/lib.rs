@@ -9,6 +9,7 @@
 
 pub mod abi;
 pub mod alloc;
+pub mod cost;
 pub mod ioctl;
 pub mod region;
 pub mod request;

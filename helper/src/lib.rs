@@ -8,6 +8,7 @@ pub mod cuda;
 pub mod device;
 pub mod dispatch;
 pub mod doctor;
+pub mod kpath;
 pub mod plot;
 pub mod selftest;
 pub mod serve;

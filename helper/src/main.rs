@@ -154,6 +154,25 @@ enum Cmd {
         /// the scaling against one GPU.
         #[arg(long)]
         gpu_scaling: bool,
+        /// The kernel's path: submitter threads copy each request in from a
+        /// caller pool out of cache and the output back out, against the
+        /// same work on the CPU in the caller (1 and N threads), with CPU
+        /// time per GB of both.
+        #[arg(long)]
+        kernel_path: bool,
+        /// With --kernel-path: submitter thread counts (comma separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        submitters: Vec<usize>,
+        /// With --kernel-path: threads of the CPU path's whole-CPU run (0: every CPU).
+        #[arg(long, default_value_t = 0)]
+        cpu_threads: usize,
+        /// With --kernel-path: the caller buffer pool, MiB.
+        #[arg(long, default_value_t = 1024)]
+        pool_mib: usize,
+        /// Only the AES code paths this CPU has (VAES, AES-NI, portable),
+        /// every mode, one thread, in cache, at --sizes.
+        #[arg(long)]
+        cpu_paths: bool,
     },
 }
 
@@ -291,6 +310,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             cpu_workers,
             data_mib,
             gpu_scaling,
+            kernel_path,
+            submitters,
+            cpu_threads,
+            pool_mib,
+            cpu_paths,
         } => {
             let modes = modes
                 .iter()
@@ -309,6 +333,26 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             if gpu_scaling {
                 return scaling(cpu_workers, data_mib, &plan);
+            }
+            if cpu_paths {
+                let rows = kgpu_helper::kpath::cpu_paths(&plan.sizes, plan.duration)?;
+                if let Some(p) = json_out {
+                    std::fs::write(&p, serde_json::to_string_pretty(&rows)?)?;
+                }
+                print!("{}", kgpu_helper::kpath::paths_table(&rows));
+                return Ok(());
+            }
+            if kernel_path {
+                let kplan = kgpu_helper::kpath::KernelPathPlan {
+                    modes: plan.modes,
+                    sizes: plan.sizes,
+                    depths: plan.depths,
+                    submitters,
+                    cpu_threads,
+                    pool_bytes: pool_mib << 20,
+                    duration: plan.duration,
+                };
+                return kernel_path_bench(backend, cpu_workers, data_mib, &kplan, json_out);
             }
             bench(
                 backend,
@@ -562,6 +606,23 @@ fn selftest(backend: BackendKind, cpu_workers: usize) -> Result<(), Box<dyn std:
     Ok(())
 }
 
+/// A bench region of `data_mib` MiB and a helper serving it in its own process.
+fn bench_helper(
+    tag: &str,
+    backend: BackendKind,
+    cpu_workers: usize,
+    data_mib: u64,
+) -> Result<(Submitter, ChildHelper), Box<dyn std::error::Error>> {
+    let path = region_path(tag);
+    let spec = RegionSpec {
+        data_size: data_mib << 20,
+        ..RegionSpec::default()
+    };
+    let sub = Submitter::create(Some(&path), spec)?;
+    let helper = ChildHelper::start(&sub, path, backend, cpu_workers)?;
+    Ok((sub, helper))
+}
+
 fn bench(
     backend: BackendKind,
     cpu_workers: usize,
@@ -571,13 +632,7 @@ fn bench(
     json_out: Option<PathBuf>,
     plot: Option<(PathBuf, f64)>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let path = region_path("bench");
-    let spec = RegionSpec {
-        data_size: data_mib << 20,
-        ..RegionSpec::default()
-    };
-    let sub = Submitter::create(Some(&path), spec)?;
-    let helper = ChildHelper::start(&sub, path, backend, cpu_workers)?;
+    let (sub, helper) = bench_helper("bench", backend, cpu_workers, data_mib)?;
     let rows = kgpu_helper::bench::run(&sub, plan, &|| helper.cpu_time(), &mut |line| {
         eprintln!("{line}")
     });
@@ -596,20 +651,44 @@ fn bench(
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-            })
-            .unwrap_or_default();
+        let cpu = kgpu_helper::kpath::cpu_model();
         println!(
-            "kgpu-helper bench: backend {}, CPU {cpu}",
-            backend_arg(backend)
+            "kgpu-helper bench: backend {}, CPU {cpu}, CPU AES path {}",
+            backend_arg(backend),
+            kgpu_aes::cpu::Path::best()
         );
         print!("{}", kgpu_helper::bench::table(&rows, backend_arg(backend)));
     }
+    Ok(())
+}
+
+/// `bench --kernel-path`: a helper in its own process, the table of both paths.
+fn kernel_path_bench(
+    backend: BackendKind,
+    cpu_workers: usize,
+    data_mib: u64,
+    plan: &kgpu_helper::kpath::KernelPathPlan,
+    json_out: Option<PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (sub, helper) = bench_helper("kpath", backend, cpu_workers, data_mib)?;
+    let res = kgpu_helper::kpath::run(&sub, plan, &|| helper.cpu_time(), &mut |l| eprintln!("{l}"));
+    helper.stop()?;
+    let (rows, copy) = res?;
+    if let Some(p) = json_out {
+        std::fs::write(&p, serde_json::to_string_pretty(&rows)?)?;
+    }
+    let cpu = kgpu_helper::kpath::cpu_model();
+    println!(
+        "kgpu-helper bench --kernel-path: backend {}, CPU {cpu} ({} threads)",
+        backend_arg(backend),
+        kgpu_helper::kpath::all_cpus()
+    );
+    print!(
+        "{}",
+        kgpu_helper::kpath::table(&rows, backend_arg(backend), copy)
+    );
+    let shapes = kgpu_helper::kpath::copy_shapes(&plan.modes, 1 << 20);
+    print!("{}", kgpu_helper::kpath::model_lines(&rows, copy, &shapes));
     Ok(())
 }
 

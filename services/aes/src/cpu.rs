@@ -1,5 +1,7 @@
-//! The CPU implementation: the `aes` crate's block cipher (AES-NI detected at
-//! run time) and the modes written here, processing several blocks per call.
+//! The CPU implementation, on the fastest of three paths found at run time
+//! ([`Path`]): VAES on AVX-512, AES-NI (both in [`crate::x86`], the modes
+//! fused into the block loops), or the `aes` crate's block cipher with the
+//! portable mode code here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,6 +10,8 @@ use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use aes::{Aes128, Aes192, Aes256, Block};
 
 use crate::proto::{self, AesParams, Mode};
+#[cfg(target_arch = "x86_64")]
+use crate::x86;
 use crate::AesError;
 
 pub use crate::schedule::{round_keys, KeySchedule};
@@ -25,6 +29,16 @@ fn as_blocks(data: &mut [u8]) -> &mut [Block] {
     unsafe { core::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<Block>(), n) }
 }
 
+/// Views AES blocks as bytes.
+#[cfg(target_arch = "x86_64")]
+fn as_bytes(blocks: &mut [Block]) -> &mut [u8] {
+    let n = blocks.len() * 16;
+    // SAFETY: `Block` is a `repr(transparent)` wrapper of `[u8; 16]` (size 16,
+    // alignment 1), so `blocks` is `n` contiguous initialised bytes, borrowed
+    // mutably for the lifetime of the result.
+    unsafe { core::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), n) }
+}
+
 fn xor16(dst: &mut [u8], src: &[u8; 16]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d ^= s;
@@ -37,66 +51,231 @@ fn load128(b: &[u8]) -> u128 {
     u128::from_le_bytes(a)
 }
 
-/// One expanded AES key (128, 192 or 256 bits).
+/// Which code runs the block cipher and the modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// VAES on AVX-512: four blocks per 512-bit register, sixteen in flight,
+    /// the modes fused into the block loops (x86-64 only).
+    Vaes,
+    /// AES-NI: eight blocks in flight, the modes fused (x86-64 only).
+    AesNi,
+    /// The `aes` crate (which itself uses AES-NI when present, else its
+    /// constant-time fixsliced software AES) with the portable mode code
+    /// below.
+    Portable,
+}
+
+impl Path {
+    /// Every path, fastest first.
+    pub const ALL: [Path; 3] = [Path::Vaes, Path::AesNi, Path::Portable];
+
+    /// Whether this processor can run the path (detected at run time).
+    pub fn available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Path::Vaes => x86::Vaes::detect().is_some(),
+            #[cfg(target_arch = "x86_64")]
+            Path::AesNi => x86::Ni::detect().is_some(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Path::Vaes | Path::AesNi => false,
+            Path::Portable => true,
+        }
+    }
+
+    /// The fastest path this processor has; `KGPU_AES_PATH` (`vaes`,
+    /// `aesni`, `portable`) forces a slower one, for comparisons (a path the
+    /// processor lacks is ignored). Decided once per process.
+    pub fn best() -> Path {
+        static BEST: std::sync::OnceLock<Path> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            let forced = std::env::var("KGPU_AES_PATH")
+                .ok()
+                .and_then(|v| Path::parse(&v))
+                .filter(|p| p.available());
+            forced.unwrap_or_else(|| {
+                Path::ALL
+                    .into_iter()
+                    .find(|p| p.available())
+                    .unwrap_or(Path::Portable)
+            })
+        })
+    }
+
+    /// The path named `s` (`vaes`, `aesni`, `portable`).
+    pub fn parse(s: &str) -> Option<Path> {
+        Path::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    /// Its short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Vaes => "vaes",
+            Path::AesNi => "aesni",
+            Path::Portable => "portable",
+        }
+    }
+}
+
+impl std::fmt::Display for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The `aes` crate's expanded key.
 #[derive(Clone)]
-pub enum AesKey {
-    /// AES-128.
+enum SoftKey {
     A128(Box<Aes128>),
-    /// AES-192.
     A192(Box<Aes192>),
-    /// AES-256.
     A256(Box<Aes256>),
+}
+
+#[derive(Clone)]
+enum Imp {
+    Portable(SoftKey),
+    #[cfg(target_arch = "x86_64")]
+    Ni(x86::Ni, Box<x86::RoundKeys>),
+    #[cfg(target_arch = "x86_64")]
+    Vaes(x86::Vaes, Box<x86::RoundKeys>),
+}
+
+/// One expanded AES key (128, 192 or 256 bits), bound to the code path that
+/// runs it.
+#[derive(Clone)]
+pub struct AesKey {
+    imp: Imp,
+    bits: u32,
 }
 
 impl std::fmt::Debug for AesKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let bits = match self {
-            AesKey::A128(_) => 128,
-            AesKey::A192(_) => 192,
-            AesKey::A256(_) => 256,
-        };
-        write!(f, "AesKey({bits} bits)")
+        write!(f, "AesKey({} bits, {})", self.bits, self.path())
     }
 }
 
 impl AesKey {
-    /// Expands a 16, 24 or 32-byte key.
+    /// Expands a 16, 24 or 32-byte key for the fastest path ([`Path::best`]).
     pub fn new(key: &[u8]) -> Result<Self, AesError> {
-        let bad = |_| AesError::BadKey;
-        Ok(match key.len() {
-            16 => AesKey::A128(Box::new(Aes128::new_from_slice(key).map_err(bad)?)),
-            24 => AesKey::A192(Box::new(Aes192::new_from_slice(key).map_err(bad)?)),
-            32 => AesKey::A256(Box::new(Aes256::new_from_slice(key).map_err(bad)?)),
+        Self::with_path(key, Path::best())
+    }
+
+    /// Expands a key for `path`; [`AesError::BadKey`] for a bad length,
+    /// [`AesError::Unsupported`] when the processor lacks the path.
+    pub fn with_path(key: &[u8], path: Path) -> Result<Self, AesError> {
+        let bits = match key.len() {
+            16 | 24 | 32 => key.len() as u32 * 8,
             _ => return Err(AesError::BadKey),
-        })
+        };
+        let imp = match path {
+            Path::Portable => {
+                let bad = |_| AesError::BadKey;
+                Imp::Portable(match key.len() {
+                    16 => SoftKey::A128(Box::new(Aes128::new_from_slice(key).map_err(bad)?)),
+                    24 => SoftKey::A192(Box::new(Aes192::new_from_slice(key).map_err(bad)?)),
+                    _ => SoftKey::A256(Box::new(Aes256::new_from_slice(key).map_err(bad)?)),
+                })
+            }
+            #[cfg(target_arch = "x86_64")]
+            Path::AesNi => {
+                let ni = x86::Ni::detect().ok_or(AesError::Unsupported)?;
+                Imp::Ni(ni, Box::new(x86::RoundKeys::new(&round_keys(key)?)))
+            }
+            #[cfg(target_arch = "x86_64")]
+            Path::Vaes => {
+                let v = x86::Vaes::detect().ok_or(AesError::Unsupported)?;
+                Imp::Vaes(v, Box::new(x86::RoundKeys::new(&round_keys(key)?)))
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Path::AesNi | Path::Vaes => return Err(AesError::Unsupported),
+        };
+        Ok(AesKey { imp, bits })
     }
 
-    /// Encrypts blocks in place.
+    /// The path that runs this key.
+    pub fn path(&self) -> Path {
+        match self.imp {
+            Imp::Portable(_) => Path::Portable,
+            #[cfg(target_arch = "x86_64")]
+            Imp::Ni(..) => Path::AesNi,
+            #[cfg(target_arch = "x86_64")]
+            Imp::Vaes(..) => Path::Vaes,
+        }
+    }
+
+    /// Key size in bits.
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    fn soft_encrypt(k: &SoftKey, blocks: &mut [Block]) {
+        match k {
+            SoftKey::A128(c) => c.encrypt_blocks(blocks),
+            SoftKey::A192(c) => c.encrypt_blocks(blocks),
+            SoftKey::A256(c) => c.encrypt_blocks(blocks),
+        }
+    }
+
+    fn soft_decrypt(k: &SoftKey, blocks: &mut [Block]) {
+        match k {
+            SoftKey::A128(c) => c.decrypt_blocks(blocks),
+            SoftKey::A192(c) => c.decrypt_blocks(blocks),
+            SoftKey::A256(c) => c.decrypt_blocks(blocks),
+        }
+    }
+
+    /// Encrypts blocks in place (ECB).
     pub fn encrypt_blocks(&self, blocks: &mut [Block]) {
-        match self {
-            AesKey::A128(c) => c.encrypt_blocks(blocks),
-            AesKey::A192(c) => c.encrypt_blocks(blocks),
-            AesKey::A256(c) => c.encrypt_blocks(blocks),
+        match &self.imp {
+            Imp::Portable(k) => Self::soft_encrypt(k, blocks),
+            #[cfg(target_arch = "x86_64")]
+            _ => self.ecb_raw(as_bytes(blocks), false),
         }
     }
 
-    /// Decrypts blocks in place.
+    /// Decrypts blocks in place (ECB).
     pub fn decrypt_blocks(&self, blocks: &mut [Block]) {
-        match self {
-            AesKey::A128(c) => c.decrypt_blocks(blocks),
-            AesKey::A192(c) => c.decrypt_blocks(blocks),
-            AesKey::A256(c) => c.decrypt_blocks(blocks),
+        match &self.imp {
+            Imp::Portable(k) => Self::soft_decrypt(k, blocks),
+            #[cfg(target_arch = "x86_64")]
+            _ => self.ecb_raw(as_bytes(blocks), true),
         }
+    }
+
+    /// ECB over whole blocks.
+    fn ecb_raw(&self, data: &mut [u8], decrypt: bool) {
+        match &self.imp {
+            Imp::Portable(k) => {
+                if decrypt {
+                    Self::soft_decrypt(k, as_blocks(data))
+                } else {
+                    Self::soft_encrypt(k, as_blocks(data))
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Imp::Ni(ni, rk) => ni.ecb(rk, data, decrypt),
+            #[cfg(target_arch = "x86_64")]
+            Imp::Vaes(v, rk) => v.ecb(rk, data, decrypt),
+        }
+    }
+
+    /// Encrypts or decrypts one block (an XTS tweak, a CBC step): AES-NI
+    /// alone where present, without the wide path's set-up.
+    fn block(&self, b: &mut [u8; 16], decrypt: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some((ni, rk)) = self.ni() {
+            return ni.block(rk, b, decrypt);
+        }
+        self.ecb_raw(b, decrypt);
     }
 
     /// Encrypts one block.
     pub fn encrypt_block(&self, b: &mut [u8; 16]) {
-        self.encrypt_blocks(as_blocks(b));
+        self.block(b, false);
     }
 
     /// Decrypts one block.
     pub fn decrypt_block(&self, b: &mut [u8; 16]) {
-        self.decrypt_blocks(as_blocks(b));
+        self.block(b, true);
     }
 
     /// ECB encryption in place; the length must be a multiple of 16.
@@ -104,7 +283,7 @@ impl AesKey {
         if !data.len().is_multiple_of(16) {
             return Err(AesError::BadLength);
         }
-        self.encrypt_blocks(as_blocks(data));
+        self.ecb_raw(data, false);
         Ok(())
     }
 
@@ -113,7 +292,7 @@ impl AesKey {
         if !data.len().is_multiple_of(16) {
             return Err(AesError::BadLength);
         }
-        self.decrypt_blocks(as_blocks(data));
+        self.ecb_raw(data, true);
         Ok(())
     }
 
@@ -122,12 +301,63 @@ impl AesKey {
         if !data.len().is_multiple_of(16) {
             return Err(AesError::BadLength);
         }
-        let mut prev = *iv;
-        for chunk in data.chunks_exact_mut(16) {
-            xor16(chunk, &prev);
-            let b: &mut [u8; 16] = chunk.try_into().map_err(|_| AesError::BadLength)?;
-            self.encrypt_block(b);
-            prev = *b;
+        match &self.imp {
+            #[cfg(target_arch = "x86_64")]
+            Imp::Ni(ni, rk) => ni.cbc_encrypt(rk, iv, data),
+            // A chain is serial: VAES cannot widen it, AES-NI is the fastest.
+            #[cfg(target_arch = "x86_64")]
+            Imp::Vaes(v, rk) => v.ni().cbc_encrypt(rk, iv, data),
+            Imp::Portable(_) => {
+                let mut prev = *iv;
+                for chunk in data.chunks_exact_mut(16) {
+                    xor16(chunk, &prev);
+                    let b: &mut [u8; 16] = chunk.try_into().map_err(|_| AesError::BadLength)?;
+                    self.encrypt_block(b);
+                    prev = *b;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The AES-NI code and round keys, on the paths that have them.
+    #[cfg(target_arch = "x86_64")]
+    fn ni(&self) -> Option<(x86::Ni, &x86::RoundKeys)> {
+        match &self.imp {
+            Imp::Ni(ni, rk) => Some((*ni, rk)),
+            Imp::Vaes(v, rk) => Some((v.ni(), rk)),
+            Imp::Portable(_) => None,
+        }
+    }
+
+    /// CBC encryption of consecutive units of `unit` bytes (a multiple of
+    /// 16) in place, unit `i` chained from `iv(i)` (`None`: a bad request).
+    /// On the AES-NI and VAES paths eight units are encrypted side by side.
+    pub fn cbc_encrypt_units(
+        &self,
+        unit: usize,
+        data: &mut [u8],
+        iv: impl Fn(usize) -> Option<[u8; 16]>,
+    ) -> Result<(), AesError> {
+        if unit == 0 || !unit.is_multiple_of(16) || !data.len().is_multiple_of(unit) {
+            return Err(AesError::BadLength);
+        }
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if let Some((ni, rk)) = self.ni() {
+            let lanes = x86::CBC_LANES;
+            for c in data.chunks_exact_mut(lanes * unit) {
+                let mut ivs = [[0u8; 16]; x86::CBC_LANES];
+                for (l, v) in ivs.iter_mut().enumerate() {
+                    *v = iv(done + l).ok_or(AesError::BadParams)?;
+                }
+                ni.cbc_encrypt_lanes(rk, &ivs, c);
+                done += lanes;
+            }
+        }
+        for u in data[done * unit..].chunks_exact_mut(unit) {
+            self.cbc_encrypt(&iv(done).ok_or(AesError::BadParams)?, u)?;
+            done += 1;
         }
         Ok(())
     }
@@ -137,19 +367,27 @@ impl AesKey {
         if !data.len().is_multiple_of(16) {
             return Err(AesError::BadLength);
         }
-        let mut prev = *iv;
-        let mut saved = [0u8; BATCH * 16];
-        for chunk in data.chunks_mut(BATCH * 16) {
-            let n = chunk.len();
-            saved[..n].copy_from_slice(chunk);
-            self.decrypt_blocks(as_blocks(chunk));
-            xor16(&mut chunk[..16], &prev);
-            for (i, c) in chunk[16..].chunks_exact_mut(16).enumerate() {
-                for (d, s) in c.iter_mut().zip(&saved[16 * i..16 * i + 16]) {
-                    *d ^= s;
+        match &self.imp {
+            #[cfg(target_arch = "x86_64")]
+            Imp::Ni(ni, rk) => ni.cbc_decrypt(rk, iv, data),
+            #[cfg(target_arch = "x86_64")]
+            Imp::Vaes(v, rk) => v.cbc_decrypt(rk, iv, data),
+            Imp::Portable(_) => {
+                let mut prev = *iv;
+                let mut saved = [0u8; BATCH * 16];
+                for chunk in data.chunks_mut(BATCH * 16) {
+                    let n = chunk.len();
+                    saved[..n].copy_from_slice(chunk);
+                    self.decrypt_blocks(as_blocks(chunk));
+                    xor16(&mut chunk[..16], &prev);
+                    for (i, c) in chunk[16..].chunks_exact_mut(16).enumerate() {
+                        for (d, s) in c.iter_mut().zip(&saved[16 * i..16 * i + 16]) {
+                            *d ^= s;
+                        }
+                    }
+                    prev.copy_from_slice(&saved[n - 16..n]);
                 }
             }
-            prev.copy_from_slice(&saved[n - 16..n]);
         }
         Ok(())
     }
@@ -158,25 +396,61 @@ impl AesKey {
     /// big-endian counter starting at `iv` and carrying across all 16 bytes;
     /// any length.
     pub fn ctr_apply(&self, iv: &[u8; 16], data: &mut [u8]) {
-        let mut ctr = u128::from_be_bytes(*iv);
-        let mut ks = [0u8; BATCH * 16];
-        for chunk in data.chunks_mut(BATCH * 16) {
-            let nblocks = chunk.len().div_ceil(16);
-            for b in ks[..nblocks * 16].chunks_exact_mut(16) {
-                b.copy_from_slice(&ctr.to_be_bytes());
-                ctr = ctr.wrapping_add(1);
+        match &self.imp {
+            #[cfg(target_arch = "x86_64")]
+            Imp::Ni(ni, rk) => ni.ctr(rk, iv, data),
+            #[cfg(target_arch = "x86_64")]
+            Imp::Vaes(v, rk) => v.ctr(rk, iv, data),
+            Imp::Portable(_) => {
+                let mut ctr = u128::from_be_bytes(*iv);
+                let mut ks = [0u8; BATCH * 16];
+                for chunk in data.chunks_mut(BATCH * 16) {
+                    let nblocks = chunk.len().div_ceil(16);
+                    for b in ks[..nblocks * 16].chunks_exact_mut(16) {
+                        b.copy_from_slice(&ctr.to_be_bytes());
+                        ctr = ctr.wrapping_add(1);
+                    }
+                    self.encrypt_blocks(as_blocks(&mut ks[..nblocks * 16]));
+                    let full = chunk.len() / 16 * 16;
+                    for (d, k) in chunk[..full]
+                        .chunks_exact_mut(16)
+                        .zip(ks[..full].chunks_exact(16))
+                    {
+                        let v = load128(d) ^ load128(k);
+                        d.copy_from_slice(&v.to_le_bytes());
+                    }
+                    for (d, k) in chunk[full..].iter_mut().zip(&ks[full..]) {
+                        *d ^= k;
+                    }
+                }
             }
-            self.encrypt_blocks(as_blocks(&mut ks[..nblocks * 16]));
-            let full = chunk.len() / 16 * 16;
-            for (d, k) in chunk[..full]
-                .chunks_exact_mut(16)
-                .zip(ks[..full].chunks_exact(16))
-            {
-                let v = load128(d) ^ load128(k);
-                d.copy_from_slice(&v.to_le_bytes());
-            }
-            for (d, k) in chunk[full..].iter_mut().zip(&ks[full..]) {
-                *d ^= k;
+        }
+    }
+
+    /// XTS over whole blocks with tweaks from `t`; the tweak after the last.
+    fn xts_blocks(&self, mut t: u128, data: &mut [u8], decrypt: bool) -> u128 {
+        match &self.imp {
+            #[cfg(target_arch = "x86_64")]
+            Imp::Ni(ni, rk) => ni.xts(rk, t, data, decrypt),
+            #[cfg(target_arch = "x86_64")]
+            Imp::Vaes(v, rk) => v.xts(rk, t, data, decrypt),
+            Imp::Portable(_) => {
+                let mut tweaks = [0u128; BATCH];
+                for chunk in data.chunks_mut(BATCH * 16) {
+                    let n = chunk.len() / 16;
+                    for (tw, c) in tweaks[..n].iter_mut().zip(chunk.chunks_exact_mut(16)) {
+                        *tw = t;
+                        let v = load128(c) ^ t;
+                        c.copy_from_slice(&v.to_le_bytes());
+                        t = xts_double(t);
+                    }
+                    self.ecb_raw(chunk, decrypt);
+                    for (tw, c) in tweaks[..n].iter().zip(chunk.chunks_exact_mut(16)) {
+                        let v = load128(c) ^ tw;
+                        c.copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+                t
             }
         }
     }
@@ -200,39 +474,25 @@ pub struct XtsKey {
 impl XtsKey {
     /// Splits a 32, 48 or 64-byte XTS key into its two halves.
     pub fn new(key: &[u8]) -> Result<Self, AesError> {
+        Self::with_path(key, Path::best())
+    }
+
+    /// The same, for `path` (see [`AesKey::with_path`]).
+    pub fn with_path(key: &[u8], path: Path) -> Result<Self, AesError> {
         if !key.len().is_multiple_of(2) {
             return Err(AesError::BadKey);
         }
         let (a, b) = key.split_at(key.len() / 2);
         Ok(XtsKey {
-            data: AesKey::new(a)?,
-            tweak: AesKey::new(b)?,
+            data: AesKey::with_path(a, path)?,
+            tweak: AesKey::with_path(b, path)?,
         })
     }
 
     /// Processes whole blocks with consecutive tweaks starting at `t`,
     /// returning the tweak after the last block.
-    fn blocks(&self, mut t: u128, data: &mut [u8], decrypt: bool) -> u128 {
-        let mut tweaks = [0u128; BATCH];
-        for chunk in data.chunks_mut(BATCH * 16) {
-            let n = chunk.len() / 16;
-            for (tw, c) in tweaks[..n].iter_mut().zip(chunk.chunks_exact_mut(16)) {
-                *tw = t;
-                let v = load128(c) ^ t;
-                c.copy_from_slice(&v.to_le_bytes());
-                t = xts_double(t);
-            }
-            if decrypt {
-                self.data.decrypt_blocks(as_blocks(chunk));
-            } else {
-                self.data.encrypt_blocks(as_blocks(chunk));
-            }
-            for (tw, c) in tweaks[..n].iter().zip(chunk.chunks_exact_mut(16)) {
-                let v = load128(c) ^ tw;
-                c.copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        t
+    fn blocks(&self, t: u128, data: &mut [u8], decrypt: bool) -> u128 {
+        self.data.xts_blocks(t, data, decrypt)
     }
 
     fn one(&self, t: u128, b: &mut [u8; 16], decrypt: bool) {
@@ -327,6 +587,7 @@ pub struct AesRequest<'a> {
 pub struct AesCpu {
     cache: Mutex<HashMap<u64, CacheEntry>>,
     cap: usize,
+    path: Path,
 }
 
 impl Default for AesCpu {
@@ -346,7 +607,22 @@ impl AesCpu {
         AesCpu {
             cache: Mutex::new(HashMap::new()),
             cap: entries,
+            path: Path::best(),
         }
+    }
+
+    /// A backend on `path` (with the default cache), or `None` when the
+    /// processor lacks it.
+    pub fn with_path(path: Path) -> Option<Self> {
+        path.available().then(|| AesCpu {
+            path,
+            ..Self::new()
+        })
+    }
+
+    /// The code path its keys run on.
+    pub fn path(&self) -> Path {
+        self.path
     }
 
     /// Number of cached keys.
@@ -358,9 +634,9 @@ impl AesCpu {
     pub fn keys(&self, tag: u64, key: &[u8], xts: bool) -> Result<Arc<Keys>, AesError> {
         let build = || -> Result<Arc<Keys>, AesError> {
             Ok(Arc::new(if xts {
-                Keys::Xts(XtsKey::new(key)?)
+                Keys::Xts(XtsKey::with_path(key, self.path)?)
             } else {
-                Keys::Single(AesKey::new(key)?)
+                Keys::Single(AesKey::with_path(key, self.path)?)
             }))
         };
         if tag == 0 || self.cap == 0 {
@@ -430,6 +706,9 @@ pub fn run(
             } else {
                 k.ecb_encrypt(data)
             }
+        }
+        (Keys::Single(k), Mode::Cbc) if !layout.decrypt => {
+            k.cbc_encrypt_units(unit_len, data, |i| proto::unit_iv(params, aux, i as u64))
         }
         (Keys::Single(k), Mode::Cbc | Mode::Ctr) => {
             for (i, u) in data.chunks_exact_mut(unit_len).enumerate() {

@@ -2,8 +2,9 @@
 //!
 //! * [`proto`]: the request encoding, shared with the kernel module (no_std,
 //!   `core` only, total);
-//! * [`cpu`] (feature `std`): the CPU implementation on top of the `aes` crate
-//!   (AES-NI when the processor has it);
+//! * [`cpu`] (feature `std`): the CPU implementation, on the fastest path the
+//!   processor has (VAES on AVX-512, AES-NI, or the portable `aes` crate);
+//! * [`x86`] (feature `std`, x86-64): the AES-NI and VAES code;
 //! * [`schedule`] (feature `std`): FIPS-197 key expansion and T-tables for the
 //!   table-driven GPU kernels, with a reference cipher that tests them;
 //! * [`gpu`] (feature `cuda`): the CUDA kernels (`cuda/aes.cu`, compiled with
@@ -16,6 +17,8 @@ pub mod proto;
 pub mod cpu;
 #[cfg(feature = "std")]
 pub mod schedule;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub mod x86;
 
 #[cfg(feature = "cuda")]
 pub mod gpu;
@@ -34,6 +37,9 @@ pub enum AesError {
     BadLength,
     /// The parameter block is invalid.
     BadParams,
+    /// The processor lacks the instructions of the code path asked for
+    /// ([`cpu::Path`]); never returned for the path found at run time.
+    Unsupported,
 }
 
 impl AesError {
@@ -44,6 +50,7 @@ impl AesError {
             AesError::BadKey => Status::BadKey,
             AesError::BadLength => Status::BadLength,
             AesError::BadParams => Status::BadParams,
+            AesError::Unsupported => Status::BackendError,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Known-answer tests from FIPS-197, NIST SP 800-38A and IEEE 1619-2007,
 //! run through the request API ([`AesCpu::execute`]) and the mode functions.
 
-use kgpu_aes::cpu::{self, AesCpu, AesRequest};
+use kgpu_aes::cpu::{self, AesCpu, AesRequest, Path};
 use kgpu_aes::proto::{op, AesParams};
 
 fn hex(s: &str) -> Vec<u8> {
@@ -17,17 +17,36 @@ fn iv16(s: &str) -> [u8; 16] {
     hex(s).try_into().unwrap()
 }
 
+/// The backends of every code path this processor has (VAES, AES-NI,
+/// portable), the default one first.
+fn backends() -> Vec<AesCpu> {
+    let mut v = vec![AesCpu::new()];
+    v.extend(Path::ALL.into_iter().filter_map(AesCpu::with_path));
+    v
+}
+
+/// Runs the request on every path; all must agree (the caller checks the
+/// answer itself), and `data` is left with it.
 fn exec(op: u16, key: &[u8], params: AesParams, unit: u32, data: &mut [u8]) {
-    let cpu = AesCpu::new();
-    let req = AesRequest {
-        op,
-        unit,
-        params: params.to_bytes(),
-        key_tag: 0,
-        key,
-        aux: &[],
-    };
-    assert_eq!(cpu.execute(&req, data), Ok(data.len() as u64));
+    let input = data.to_vec();
+    let mut first: Option<(Path, Vec<u8>)> = None;
+    for cpu in backends() {
+        let req = AesRequest {
+            op,
+            unit,
+            params: params.to_bytes(),
+            key_tag: 0,
+            key,
+            aux: &[],
+        };
+        let mut d = input.clone();
+        assert_eq!(cpu.execute(&req, &mut d), Ok(d.len() as u64));
+        match &first {
+            None => first = Some((cpu.path(), d)),
+            Some((p, f)) => assert_eq!(&d, f, "{} differs from {p}", cpu.path()),
+        }
+    }
+    data.copy_from_slice(&first.expect("at least one path").1);
 }
 
 const K128: &str = "2b7e151628aed2a6abf7158809cf4f3c";
@@ -275,24 +294,42 @@ fn ieee1619_cts_as_iv_list() {
     let pt: Vec<u8> = (0..17u8).chain(0..17u8).collect();
     let mut aux = dusn(0x12_3456_789a).to_vec();
     aux.extend(dusn(0x12_3456_789a));
-    let mut d = pt.clone();
-    let cpu = AesCpu::new();
-    let req = AesRequest {
-        op: op::XTS_ENC,
-        unit: 17,
-        params: AesParams::list().to_bytes(),
-        key_tag: 7,
-        key: &key,
-        aux: &aux,
-    };
-    assert_eq!(cpu.execute(&req, &mut d), Ok(34));
-    let ct = hex("6c1625db4671522d3d7599601de7ca09ed");
-    assert_eq!(&d[..17], &ct[..]);
-    assert_eq!(&d[17..], &ct[..]);
-    let req = AesRequest {
-        op: op::XTS_DEC,
-        ..req
-    };
-    assert_eq!(cpu.execute(&req, &mut d), Ok(34));
-    assert_eq!(d, pt);
+    for cpu in backends() {
+        let mut d = pt.clone();
+        let req = AesRequest {
+            op: op::XTS_ENC,
+            unit: 17,
+            params: AesParams::list().to_bytes(),
+            key_tag: 7,
+            key: &key,
+            aux: &aux,
+        };
+        assert_eq!(cpu.execute(&req, &mut d), Ok(34));
+        let ct = hex("6c1625db4671522d3d7599601de7ca09ed");
+        assert_eq!(&d[..17], &ct[..], "{}", cpu.path());
+        assert_eq!(&d[17..], &ct[..], "{}", cpu.path());
+        let req = AesRequest {
+            op: op::XTS_DEC,
+            ..req
+        };
+        assert_eq!(cpu.execute(&req, &mut d), Ok(34));
+        assert_eq!(d, pt, "{}", cpu.path());
+    }
+}
+
+/// Which paths these tests ran on (printed with `--nocapture`).
+#[test]
+fn paths_present() {
+    let have: Vec<&str> = Path::ALL
+        .into_iter()
+        .filter(|p| p.available())
+        .map(Path::name)
+        .collect();
+    eprintln!(
+        "AES paths on this CPU: {}; default {}",
+        have.join(", "),
+        Path::best()
+    );
+    assert!(Path::Portable.available());
+    assert!(have.contains(&Path::best().name()));
 }
