@@ -174,17 +174,19 @@ pub fn check(env: &Env) -> Vec<Finding> {
     v
 }
 
-/// Prints the findings; returns whether everything needed is there.
-pub fn report(findings: &[Finding]) -> bool {
-    for f in findings {
-        println!(
-            "{:<8} {:<20} {}",
-            if f.ok { "ok" } else { "MISSING" },
-            f.what,
-            f.detail
-        );
-    }
-    findings.iter().all(|f| f.ok)
+/// The findings as text, one line each.
+pub fn report(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .map(|f| {
+            format!(
+                "{:<8} {:<20} {}\n",
+                if f.ok { "ok" } else { "MISSING" },
+                f.what,
+                f.detail
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

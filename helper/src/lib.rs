@@ -3,11 +3,14 @@
 
 pub mod backend;
 pub mod bench;
+pub mod child;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;
 pub mod dispatch;
 pub mod doctor;
+pub mod limits;
+pub mod out;
 pub mod plot;
 pub mod selftest;
 pub mod serve;
