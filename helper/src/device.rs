@@ -139,6 +139,7 @@ pub fn attach(dev: &File, path: &Path, region: &SharedRegion) -> Result<(), Devi
             source: std::io::Error::last_os_error(),
         });
     }
+    crate::notify::ready(&path.display().to_string());
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod device;
 pub mod dispatch;
 pub mod doctor;
 pub mod limits;
+pub mod notify;
 pub mod out;
 pub mod plot;
 pub mod selftest;

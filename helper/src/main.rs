@@ -93,7 +93,8 @@ enum Cmd {
         /// Repeat every this many seconds.
         #[arg(long, value_parser = limits::parse_watch_secs)]
         watch: Option<u64>,
-        /// The helper's statistics file (as given to serve --stats-file).
+        /// The helper's statistics file (as given to serve --stats-file;
+        /// default that of serve, else the systemd unit's /run/kgpu-helper/stats.json).
         #[arg(long)]
         stats_file: Option<PathBuf>,
     },
@@ -295,7 +296,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             cpu_workers,
         } => selftest(backend, cpu_workers),
         Cmd::Stats { watch, stats_file } => {
-            let path = stats_file.unwrap_or_else(default_stats_file);
+            let path = stats_file.unwrap_or_else(stats_file_to_read);
             loop {
                 out::print(&stats_text(&path))?;
                 match watch {
@@ -580,6 +581,19 @@ fn default_stats_file() -> PathBuf {
     } else {
         std::env::temp_dir().join(format!("kgpu-helper-{}.json", nix::unistd::geteuid()))
     }
+}
+
+/// Where the systemd unit has `serve` keep its statistics (RuntimeDirectory=).
+const UNIT_STATS_FILE: &str = "/run/kgpu-helper/stats.json";
+
+/// The statistics `stats` shows without --stats-file: those of a helper the
+/// unit started when there are no others.
+fn stats_file_to_read() -> PathBuf {
+    let own = default_stats_file();
+    if !own.exists() && std::path::Path::new(UNIT_STATS_FILE).exists() {
+        return PathBuf::from(UNIT_STATS_FILE);
+    }
+    own
 }
 
 /// The kernel's counters (debugfs) when the module is loaded, then the helper's.
