@@ -30,7 +30,7 @@ fn installed_unit(dest: &Path) -> String {
     for f in [
         "opt/kgpu-test/sbin/kgpu-helper",
         "opt/kgpu-test/sbin/stopkgpu",
-        "opt/kgpu-test/share/doc/kgpu-rs/README.md",
+        "opt/kgpu-test/share/doc/kgpu-rs/USING.md",
     ] {
         assert!(dest.join(f).exists(), "{f} not installed");
     }
