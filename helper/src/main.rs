@@ -211,7 +211,7 @@ fn main() -> ExitCode {
             Some(OutError::Closed(_)) => ExitCode::SUCCESS,
             // Not a log record: RUST_LOG or -q must not hide why it failed.
             _ => {
-                eprintln!("kgpu-helper: error: {e}");
+                out::note(&format!("kgpu-helper: error: {e}"));
                 ExitCode::FAILURE
             }
         },
@@ -525,7 +525,7 @@ fn bench(
     let sub = Submitter::create(None, spec)?;
     let helper = child_helper(&sub, backend, cpu_workers, None)?;
     let rows = kgpu_helper::bench::run(&sub, plan, &|| helper.cpu_time(), &mut |line| {
-        eprintln!("{line}")
+        out::note(line)
     });
     helper.stop()?;
     let rows = rows?;
@@ -641,7 +641,7 @@ fn scaling(
         let sub = Submitter::create(None, spec)?;
         let helper = child_helper(&sub, BackendKind::Cuda, cpu_workers, Some(gpus))?;
         let rows = kgpu_helper::bench::run(&sub, plan, &|| helper.cpu_time(), &mut |l| {
-            eprintln!("{gpus} GPU(s): {l}")
+            out::note(&format!("{gpus} GPU(s): {l}"))
         });
         helper.stop()?;
         all.push((gpus, rows?));

@@ -2,6 +2,7 @@
 //! that goes away (`kgpu-helper stats --watch 2 | head -3`) ends the command
 //! quietly instead of panicking the way `println!` does on `EPIPE` (Rust
 //! ignores SIGPIPE, so the write fails instead of killing the process).
+//! Progress and error lines on standard error never panic either.
 
 use std::io::{ErrorKind, Write};
 
@@ -34,6 +35,12 @@ pub fn write_to(w: &mut dyn Write, s: &str) -> Result<(), OutError> {
 /// Writes `s` to standard output (see [`write_to`]).
 pub fn print(s: &str) -> Result<(), OutError> {
     write_to(&mut std::io::stdout().lock(), s)
+}
+
+/// Writes a line to standard error; a closed stderr (`2>&1 | head`) is
+/// ignored rather than a panic, as `eprintln!` would.
+pub fn note(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 #[cfg(test)]

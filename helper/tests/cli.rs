@@ -116,6 +116,15 @@ fn region_files() -> Vec<String> {
         .collect()
 }
 
+/// Asserts that no region file appeared since `before` was listed.
+fn assert_no_new_region_files(before: &[String]) {
+    let after: Vec<_> = region_files()
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect();
+    assert!(after.is_empty(), "region files left: {after:?}");
+}
+
 /// Asserts that nothing `tag` started still runs (waiting a little for the
 /// kernel to deliver the parent-death signal).
 fn assert_nothing_left(tag: &str) {
@@ -331,15 +340,11 @@ fn a_failing_bench_leaves_no_region_and_no_helper() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("kgpu-helper: error:"), "{}", stderr(&o));
     assert_nothing_left(&t);
-    let after: Vec<_> = region_files()
-        .into_iter()
-        .filter(|f| !before.contains(f))
-        .collect();
-    assert!(after.is_empty(), "region files left: {after:?}");
+    assert_no_new_region_files(&before);
 }
 
-/// A long benchmark (its stderr dropped).
-fn long_bench(t: &str) -> Child {
+/// `bench` of ECHO 4K requests on the CPU at `depths`, `millis` each.
+fn echo_bench(t: &str, depths: &str, millis: &str) -> Command {
     command(
         t,
         &[
@@ -351,16 +356,21 @@ fn long_bench(t: &str) -> Child {
             "--sizes",
             "4K",
             "--depths",
-            "1",
+            depths,
             "--millis",
-            "600000",
+            millis,
             "--data-mib",
             "16",
         ],
     )
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap()
+}
+
+/// A long benchmark (its stderr dropped).
+fn long_bench(t: &str) -> Child {
+    echo_bench(t, "1", "600000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// Waits until the process `parent` (tagged `t`) has started its helper child.
@@ -398,13 +408,50 @@ fn a_killed_bench_leaves_no_helper_behind() {
         assert!(!o.status.success());
         assert_nothing_left(&t);
         assert!(!tagged_processes(&t).contains(&helper));
-        let after: Vec<_> = region_files()
-            .into_iter()
-            .filter(|f| !before.contains(f))
-            .collect();
-        assert!(
-            after.is_empty(),
-            "signal {sig}: region files left: {after:?}"
-        );
+        assert_no_new_region_files(&before);
     }
+}
+
+#[test]
+fn output_and_log_into_a_closed_pipe_neither_panic_nor_leave_a_helper() {
+    use std::io::Read;
+    let t = tag("pipe2");
+    // `bench ... 2>&1 | head -c 1`: stdout and stderr on one pipe whose
+    // reader goes away after the first byte.
+    // Close-on-exec: no child may hold the read end open.
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut c = echo_bench(&t, "1,2,4", "200");
+    let child = c
+        .stdout(Stdio::from(wr.try_clone().unwrap()))
+        .stderr(Stdio::from(wr))
+        .spawn()
+        .unwrap();
+    drop(c);
+    let mut reader = std::fs::File::from(rd);
+    let mut one = [0u8; 1];
+    reader.read_exact(&mut one).unwrap();
+    drop(reader);
+    let o = wait_bounded(child, LIMIT, "bench into a closed pipe");
+    assert_eq!(o.status.code(), Some(0), "{:?}", o.status);
+    assert_nothing_left(&t);
+}
+
+#[test]
+fn selftest_on_the_gpu_leaves_nothing_whether_or_not_there_is_one() {
+    let t = tag("cuda");
+    let before = region_files();
+    // Without a GPU (or without the cuda feature) the helper exits before
+    // attaching; with one the self-test runs. Either way, nothing stays.
+    let o = run(&t, &["selftest", "--backend", "cuda"], &[]);
+    match o.status.code() {
+        Some(0) => assert!(String::from_utf8_lossy(&o.stdout).contains("0 failed")),
+        Some(1) => assert!(
+            stderr(&o).contains("kgpu-helper: error: the helper exited"),
+            "{}",
+            stderr(&o)
+        ),
+        other => panic!("exit {other:?}: {}", stderr(&o)),
+    }
+    assert_nothing_left(&t);
+    assert_no_new_region_files(&before);
 }
