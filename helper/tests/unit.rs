@@ -55,6 +55,8 @@ fn the_installed_unit() {
         "Wants=cryptsetup-pre.target",
         "ProtectSystem=strict",
         "DeviceAllow=/dev/kgpu rw",
+        "DeviceAllow=char-nvidia rw",
+        "DeviceAllow=char-nvidia-uvm rw",
     ] {
         assert!(
             lines.contains(&want),
