@@ -392,12 +392,21 @@ best() {
         /^priority/ { if (n == want && $3 > p) { p = $3; b = d } } END { print b }' /proc/crypto
 }
 
+# A priority that is neither a number >= 0 nor "auto" is refused at insmod.
 # kgpu reloaded with gaes_priority=auto: each of the four modes registers one
 # above the best driver of its mode present at load (xts-aes-aesni-avx is at
 # 500, above the AES-NI drivers of the other modes), so each algorithm name
 # resolves to gaes.
 test_gaes_priority_auto() {
     rmmod kgpu || return 1
+    for bad in bogus -5 automatic; do
+        if command insmod /kgpu.ko gaes_priority=$bad 2>/dev/null; then
+            echo "gaes_priority=$bad accepted"
+            rmmod kgpu
+            insmod /kgpu.ko
+            return 1
+        fi
+    done
     insmod /kgpu.ko gaes_priority=auto || { insmod /kgpu.ko; return 1; }
     r=0
     expect_eq "gaes_priority" "$(cat $P/gaes_priority)" auto || r=1
