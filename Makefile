@@ -2,12 +2,14 @@
 # SPDX-License-Identifier: GPL-2.0-only
 #
 #   make run          build, self-test and a short benchmark through the userspace stand-in
-#   make test-deps    what the tests need: kernel-test packages (root), bindgen, cargo-fuzz
+#   make test-deps    what the tests need: kernel-test packages (as root, or through sudo -n), bindgen, cargo-fuzz
 #   make test         every test: format, lints, workspace tests, loom model, fuzzing, then the kernel in qemu
 #                     (the plain test kernel, the soak, then the debug kernel)
 #   make test-rust    the userspace part of `make test` only
 #   make bench        the full benchmark table (CPU vs the helper's backend, side by side)
 #   make helper       build target/release/kgpu-helper
+#   make install      (as root, after `make`) the helper, runkgpu/stopkgpu, the systemd unit, the
+#                     docs, and kgpu.ko when it was built for the running kernel; runs no cargo
 #   Kernel targets (kernel-toolchain, kernel, kmod, test-kernel) are in mk/kernel.mk.
 
 CARGO ?= cargo
@@ -20,7 +22,11 @@ SHELL := /bin/bash
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-all: helper kmod
+# kgpu.ko too when the running kernel has a Rust-enabled build tree (else a
+# note: `make kmod KDIR=...`, dkms, or the qemu test kernel with `make test-kernel`).
+all: helper
+	@if grep -qs '^CONFIG_RUST=y' $(KDIR)/.config; then $(MAKE) --no-print-directory kmod; \
+	else echo "note: kgpu.ko not built: $(KDIR) is not the build tree of a Rust-enabled kernel (make kmod KDIR=..., or see docs/USING.md)"; fi
 
 helper:
 	$(CARGO) build --release -p kgpu-helper
@@ -91,16 +97,32 @@ dkms-src:
 	rm -f $(DKMS_SRC)/kmod/*.mod.c
 	@echo "module sources in $(DKMS_SRC): dkms add $(DKMS_SRC) && dkms install kgpu/$(DKMS_VERSION)"
 
-# Installs the helper, runkgpu/stopkgpu, the systemd unit and the docs; the
-# module itself installs with dkms (`make dkms-src`, then `dkms add`) or `make kmod` +
-# `make -C $$KDIR M=$$PWD modules_install`.
-install: helper
-	install -D -m 0755 $(HELPER) $(DESTDIR)$(PREFIX)/sbin/kgpu-helper
-	install -D -m 0755 scripts/runkgpu $(DESTDIR)$(PREFIX)/sbin/runkgpu
-	install -D -m 0755 scripts/stopkgpu $(DESTDIR)$(PREFIX)/sbin/stopkgpu
-	install -D -m 0644 packaging/kgpu-helper.service $(DESTDIR)/etc/systemd/system/kgpu-helper.service
-	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/kgpu-rs/README.md
-	install -m 0644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/kgpu-rs/
+# Installs what `make` built (it never runs cargo, so nothing is compiled as
+# root): the helper, runkgpu/stopkgpu, the systemd unit (written from
+# packaging/kgpu-helper.service.in with this PREFIX's paths), the docs, and
+# kgpu.ko when it was built against the running kernel ($(KVER)); else the
+# module installs with dkms (`make dkms-src`, docs/USING.md).
+KVER ?= $(shell uname -r)
+SBINDIR := $(PREFIX)/sbin
+DOCDIR := $(PREFIX)/share/doc/kgpu-rs
+UNITDIR ?= /etc/systemd/system
+install:
+	@test -x $(HELPER) || { echo "install: $(HELPER) is not built: run 'make' first (as yourself; install runs no cargo)" >&2; exit 1; }
+	install -D -m 0755 $(HELPER) $(DESTDIR)$(SBINDIR)/kgpu-helper
+	install -D -m 0755 scripts/runkgpu $(DESTDIR)$(SBINDIR)/runkgpu
+	install -D -m 0755 scripts/stopkgpu $(DESTDIR)$(SBINDIR)/stopkgpu
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' packaging/kgpu-helper.service.in \
+		> $(DESTDIR)$(UNITDIR)/kgpu-helper.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/kgpu-helper.service
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/
+	@if [ -f kmod/kgpu.ko ] && [ -f kmod/.kgpu-kdir.cmd ] \
+		&& [ "$$(readlink -f "$$(cat kmod/.kgpu-kdir.cmd)")" = "$$(readlink -f /lib/modules/$(KVER)/build)" ]; then \
+		echo "install -D -m 0644 kmod/kgpu.ko $(DESTDIR)/lib/modules/$(KVER)/updates/kgpu.ko"; \
+		install -D -m 0644 kmod/kgpu.ko $(DESTDIR)/lib/modules/$(KVER)/updates/kgpu.ko; \
+		if [ -z "$(DESTDIR)" ]; then depmod -a $(KVER); fi; \
+	else echo "note: kgpu.ko not installed (not built for $(KVER)): install it with dkms, see $(DOCDIR)/USING.md"; fi
 
 clean:
 	$(CARGO) clean

@@ -20,6 +20,8 @@
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <linux/string.h>
+#include <linux/sysfs.h>
 #include <linux/workqueue.h>
 #include <crypto/aes.h>
 #include <crypto/internal/skcipher.h>
@@ -66,10 +68,64 @@ void gaes_shim_queue_work(void);
 
 /* ---- module parameters ---------------------------------------------------- */
 
+/*
+ * gaes_priority: a number, or "auto": each mode registers one above the best
+ * driver of that mode present at load (on 6.12: xts-aes-aesni 401,
+ * xts-aes-aesni-avx 500, the xts-aes-vaes-* drivers 600-800, the other modes'
+ * AES-NI drivers 400), so that every user of ecb/cbc/ctr/xts(aes) by
+ * algorithm name (LUKS aes-xts-plain64, eCryptfs) gets gaes.
+ */
+#define GAES_PRIORITY_AUTO INT_MIN
 static int gaes_priority = 200;
-module_param(gaes_priority, int, 0444);
+
+static int gaes_priority_set(const char *val, const struct kernel_param *kp)
+{
+	int ret;
+
+	if (sysfs_streq(val, "auto")) {
+		*(int *)kp->arg = GAES_PRIORITY_AUTO;
+		return 0;
+	}
+	ret = param_set_int(val, kp);
+	if (!ret && *(int *)kp->arg < 0) {
+		*(int *)kp->arg = 200;
+		return -EINVAL;
+	}
+	return ret;
+}
+
+static int gaes_priority_get(char *buf, const struct kernel_param *kp)
+{
+	if (*(int *)kp->arg == GAES_PRIORITY_AUTO)
+		return sysfs_emit(buf, "auto\n");
+	return param_get_int(buf, kp);
+}
+
+static const struct kernel_param_ops gaes_priority_ops = {
+	.set = gaes_priority_set,
+	.get = gaes_priority_get,
+};
+module_param_cb(gaes_priority, &gaes_priority_ops, &gaes_priority, 0444);
 MODULE_PARM_DESC(gaes_priority,
-		 "crypto priority of gaes_ecb/cbc/ctr/xts (default 200: below the AES-NI drivers, users opt in by driver name)");
+		 "crypto priority of gaes_ecb/cbc/ctr/xts, or auto: one above the best driver of each mode at load (default 200: below the AES-NI drivers, users opt in by driver name)");
+
+/*
+ * The priority of the implementation the crypto API gives a user of @name
+ * now (it may instantiate a template for it), or -1 when there is none.
+ */
+static int gaes_best_priority(const char *name)
+{
+	struct crypto_skcipher *tfm = crypto_alloc_skcipher(name, 0, 0);
+	int prio;
+
+	if (IS_ERR(tfm))
+		return -1;
+	prio = crypto_skcipher_alg(tfm)->base.cra_priority;
+	pr_info("kgpu: gaes: %s is %s (priority %d) before gaes\n", name,
+		crypto_tfm_alg_driver_name(crypto_skcipher_tfm(tfm)), prio);
+	crypto_free_skcipher(tfm);
+	return prio;
+}
 
 static unsigned int gaes_window_us = 200;
 module_param(gaes_window_us, uint, 0644);
@@ -548,8 +604,13 @@ int gaes_shim_register(void)
 	gaes_wq = alloc_workqueue("kgpu_gaes", WQ_MEM_RECLAIM | WQ_HIGHPRI, 0);
 	if (!gaes_wq)
 		return -ENOMEM;
-	for (i = 0; i < ARRAY_SIZE(gaes_algs); i++)
-		gaes_algs[i].base.cra_priority = gaes_priority;
+	for (i = 0; i < ARRAY_SIZE(gaes_algs); i++) {
+		int prio = gaes_priority;
+
+		if (prio == GAES_PRIORITY_AUTO)
+			prio = max(gaes_best_priority(gaes_algs[i].base.cra_name) + 1, 200);
+		gaes_algs[i].base.cra_priority = prio;
+	}
 	ret = crypto_register_skciphers(gaes_algs, ARRAY_SIZE(gaes_algs));
 	if (ret) {
 		destroy_workqueue(gaes_wq);

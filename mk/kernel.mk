@@ -3,7 +3,9 @@
 #
 #   make kernel-toolchain  Debian packages (root or sudo -n) and bindgen-cli 0.70 for the test kernel
 #   make kernel            build (or reuse) the cached Rust-enabled test kernel
-#   make kmod [KDIR=...]   build kmod/kgpu.ko (default KDIR: the cached test kernel)
+#   make kmod [KDIR=...]   build kmod/kgpu.ko (default KDIR: the running kernel's
+#                          /lib/modules/$(uname -r)/build)
+#   make kmod-test         build kmod/kgpu.ko against the cached test kernel (built if missing)
 #   make kmod-clean
 #   make test-kernel       boot the test kernel in qemu and run the in-guest tests
 #   make test-soak         the soak: fio with verify on ext4/gaes dm-crypt/md RAID6 (gpq) while
@@ -20,7 +22,7 @@
 KGPU_TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))..)
 KGPU_KSCRIPTS := $(KGPU_TOP)/scripts/kernel
 
-.PHONY: kernel-toolchain kernel kmod kmod-clean test-kernel test-soak test-ivshmem kernel-debug test-kernel-debug test-soak-debug gpu-e2e-pack
+.PHONY: kernel-toolchain kernel kmod kmod-test kmod-clean test-kernel test-soak test-ivshmem kernel-debug test-kernel-debug test-soak-debug gpu-e2e-pack
 
 kernel-toolchain:
 	$(KGPU_KSCRIPTS)/setup-toolchain --apt
@@ -28,11 +30,18 @@ kernel-toolchain:
 kernel:
 	$(KGPU_KSCRIPTS)/build-kernel
 
+# The running kernel unless told otherwise; the qemu tests build against their
+# own test kernel (scripts/qemu-test).
+KDIR ?= /lib/modules/$(shell uname -r)/build
 kmod:
 	$(KGPU_KSCRIPTS)/build-kmod $(KDIR)
 
+kmod-test:
+	$(KGPU_KSCRIPTS)/build-kmod
+
+# Against the tree the objects were built with.
 kmod-clean:
-	$(KGPU_KSCRIPTS)/build-kmod --clean $(KDIR)
+	if [ -f kmod/.kgpu-kdir.cmd ]; then $(KGPU_KSCRIPTS)/build-kmod --clean "$$(cat kmod/.kgpu-kdir.cmd)"; fi
 
 test-kernel:
 	$(KGPU_TOP)/scripts/qemu-test

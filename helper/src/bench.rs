@@ -354,7 +354,7 @@ pub fn parse_size(s: &str) -> Option<usize> {
         'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    num.parse::<usize>().ok().map(|n| n * mul)
+    num.parse::<usize>().ok().and_then(|n| n.checked_mul(mul))
 }
 
 /// The table as text.

@@ -3,12 +3,16 @@
 
 pub mod backend;
 pub mod bench;
+pub mod child;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;
 pub mod dispatch;
 pub mod doctor;
 pub mod kpath;
+pub mod limits;
+pub mod notify;
+pub mod out;
 pub mod plot;
 pub mod selftest;
 pub mod serve;

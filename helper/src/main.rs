@@ -3,25 +3,53 @@
 use clap::{Parser, Subcommand};
 use kgpu_helper::backend::{Backend, CpuBackend};
 use kgpu_helper::bench::{parse_size, Mode, Plan};
-use kgpu_helper::selftest;
+use kgpu_helper::child::{ChildHelper, ChildOptions};
+use kgpu_helper::out::{self, OutError};
 use kgpu_helper::serve::{serve, DeviceTransport, RegionTransport, ServeOptions};
 use kgpu_helper::shm::{RegionSpec, SharedRegion};
 use kgpu_helper::standin::Submitter;
 use kgpu_helper::stats::Stats;
 use kgpu_helper::{device, serve::Transport};
+use kgpu_helper::{limits, selftest};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// The environment variables the helper reads, for `--help`.
+const ENVIRONMENT: &str = "\
+Environment:
+  RUST_LOG            log filter (error, warn, info, debug, trace; default info);
+                      -v and -q override it
+  KGPU_MAX_GPUS       use at most this many GPUs (default: all)
+  KGPU_GPU_MIN_BYTES  send requests of this many bytes and more to the GPU
+                      instead of measuring the crossover at start-up
+  KGPU_CACHE          cache directory of the compiled GPU kernels (DIR/cubin);
+                      else $XDG_CACHE_HOME/kgpu-rs/cubin, else
+                      $HOME/.cache/kgpu-rs/cubin
+  NOTIFY_SOCKET       set by systemd (Type=notify): READY=1 is sent once the
+                      helper is attached
+  TMPDIR              where a non-root serve keeps its statistics file
+
+Exit status: 0 success, 1 a failure (the message is on stderr), 2 a bad
+command line.";
+
 #[derive(Parser)]
 #[command(
     name = "kgpu-helper",
     version,
-    about = "Serves kgpu-rs requests from the kernel on a GPU or the CPU"
+    about = "Serves kgpu-rs requests from the kernel on a GPU or the CPU",
+    after_help = ENVIRONMENT
 )]
 struct Cli {
+    /// More log output (-v debug, -vv trace); overrides RUST_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Less log output (-q warnings, -qq errors, -qqq none); overrides
+    /// RUST_LOG. Fatal errors are printed whatever the level.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    quiet: u8,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -60,10 +88,10 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
         backend: BackendKind,
         /// CPU worker threads (0: run on the serving thread).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = limits::parse_cpu_workers)]
         cpu_workers: usize,
         /// Data-area size in MiB of the region handed to the kernel.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 256, value_parser = limits::parse_data_mib)]
         data_mib: u64,
         /// Where to keep a statistics snapshot for `kgpu-helper stats`
         /// (default /run/kgpu-helper.json as root, else in $TMPDIR).
@@ -73,9 +101,10 @@ enum Cmd {
     /// Show the kernel module's counters and the helper's statistics.
     Stats {
         /// Repeat every this many seconds.
-        #[arg(long)]
+        #[arg(long, value_parser = limits::parse_watch_secs)]
         watch: Option<u64>,
-        /// The helper's statistics file (as given to serve --stats-file).
+        /// The helper's statistics file (as given to serve --stats-file;
+        /// default that of serve, else the systemd unit's /run/kgpu-helper/stats.json).
         #[arg(long)]
         stats_file: Option<PathBuf>,
     },
@@ -86,7 +115,7 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
         backend: BackendKind,
         /// CPU worker threads of the CPU backend.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = limits::parse_cpu_workers)]
         cpu_workers: usize,
     },
     /// Say what this machine lacks for kgpu-rs (root, a Rust-enabled kernel,
@@ -145,10 +174,10 @@ enum Cmd {
         #[arg(long, default_value_t = 39.0)]
         bound_gbps: f64,
         /// CPU worker threads of the helper's CPU backend.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = limits::parse_cpu_workers)]
         cpu_workers: usize,
         /// Data-area size of the benchmark region, MiB.
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 1024, value_parser = limits::parse_data_mib)]
         data_mib: u64,
         /// Run the plan with 1, 2, ... N GPUs (every GPU present) and print
         /// the scaling against one GPU.
@@ -176,15 +205,45 @@ enum Cmd {
     },
 }
 
+/// The log filter -v/-q ask for (None: RUST_LOG, else info).
+fn log_filter(verbose: u8, quiet: u8) -> Option<&'static str> {
+    match (verbose, quiet) {
+        (0, 0) => None,
+        (1, _) => Some("debug"),
+        (_, 0) => Some("trace"),
+        (_, 1) => Some("warn"),
+        (_, 2) => Some("error"),
+        _ => Some("off"),
+    }
+}
+
+/// What -v/-q chose, for the helper that selftest and bench start.
+static LOG_FILTER: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    let filter = log_filter(cli.verbose, cli.quiet);
+    let mut logger = match filter {
+        Some(f) => {
+            let mut b = env_logger::Builder::new();
+            b.parse_filters(f);
+            b
+        }
+        None => env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")),
+    };
+    logger.init();
+    let _ = LOG_FILTER.set(filter);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("{e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<OutError>() {
+            // The reader of our output has gone (`... | head`): nothing to say.
+            Some(OutError::Closed(_)) => ExitCode::SUCCESS,
+            // Not a log record: RUST_LOG or -q must not hide why it failed.
+            _ => {
+                out::note(&format!("kgpu-helper: error: {e}"));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -266,13 +325,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             cpu_workers,
         } => selftest(backend, cpu_workers),
         Cmd::Stats { watch, stats_file } => {
-            let path = stats_file.unwrap_or_else(default_stats_file);
+            let path = stats_file.unwrap_or_else(stats_file_to_read);
             loop {
-                print_stats(&path);
+                out::print(&stats_text(&path))?;
                 match watch {
                     Some(n) => {
-                        std::thread::sleep(Duration::from_secs(n.max(1)));
-                        println!();
+                        std::thread::sleep(Duration::from_secs(n));
+                        out::print("\n")?;
                     }
                     None => return Ok(()),
                 }
@@ -280,7 +339,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Cmd::Doctor => {
             let f = kgpu_helper::doctor::check(&kgpu_helper::doctor::Env::here());
-            if kgpu_helper::doctor::report(&f) {
+            out::print(&kgpu_helper::doctor::report(&f))?;
+            if f.iter().all(|f| f.ok) {
                 Ok(())
             } else {
                 Err("some pieces are missing (see above)".into())
@@ -292,8 +352,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             title,
             bound_gbps,
         } => {
-            let rows: Vec<kgpu_helper::bench::Row> =
-                serde_json::from_str(&std::fs::read_to_string(&from)?)?;
+            let text = std::fs::read_to_string(&from)
+                .map_err(|e| format!("--from {}: {e}", from.display()))?;
+            let rows: Vec<kgpu_helper::bench::Row> = serde_json::from_str(&text).map_err(|e| {
+                format!(
+                    "--from {}: not rows written by `bench --json-out`: {e}",
+                    from.display()
+                )
+            })?;
             write_plot(&rows, &out, &title, bound_gbps)
         }
         Cmd::Bench {
@@ -318,12 +384,26 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let modes = modes
                 .iter()
-                .map(|m| Mode::parse(m).ok_or_else(|| format!("unknown mode {m:?}")))
+                .map(|m| {
+                    Mode::parse(m).ok_or_else(|| {
+                        let all: Vec<_> = Mode::ALL.iter().map(|m| m.name()).collect();
+                        format!("--modes: unknown mode {m:?} (modes: {})", all.join(", "))
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
-            let sizes = sizes
+            let sized = sizes
                 .iter()
-                .map(|s| parse_size(s).ok_or_else(|| format!("bad size {s:?}")))
+                .map(|s| {
+                    parse_size(s).map(|n| (s.as_str(), n)).ok_or_else(|| {
+                        format!("--sizes {s:?}: not a size (a number with an optional K, M or G)")
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
+            // Before any region exists: a depth the rings cannot hold would
+            // wait forever, a size the data area cannot hold fails late.
+            limits::check_depths(&depths, RegionSpec::default().cq_entries as usize)?;
+            limits::check_sizes(&sized, data_mib)?;
+            let sizes = sized.into_iter().map(|(_, n)| n).collect();
             let plan = Plan {
                 modes,
                 sizes,
@@ -484,102 +564,30 @@ fn backend_arg(kind: BackendKind) -> &'static str {
     }
 }
 
-/// A helper serving a region file, in a child process (so its CPU time can be
-/// measured apart from the submitter's).
-struct ChildHelper {
-    child: std::process::Child,
-    path: PathBuf,
-}
-
-impl ChildHelper {
-    fn start(
-        sub: &Submitter,
-        path: PathBuf,
-        backend: BackendKind,
-        cpu_workers: usize,
-    ) -> Result<Self, Box<dyn std::error::Error>> {
-        Self::start_with(sub, path, backend, cpu_workers, None)
-    }
-
-    fn start_with(
-        sub: &Submitter,
-        path: PathBuf,
-        backend: BackendKind,
-        cpu_workers: usize,
-        max_gpus: Option<usize>,
-    ) -> Result<Self, Box<dyn std::error::Error>> {
-        let mut cmd = std::process::Command::new(std::env::current_exe()?);
-        if let Some(n) = max_gpus {
-            cmd.env("KGPU_MAX_GPUS", n.to_string());
-        }
-        let child = cmd
-            .args([
-                "serve",
-                "--backend",
-                backend_arg(backend),
-                "--cpu-workers",
-                &cpu_workers.to_string(),
-                "--region",
-            ])
-            .arg(&path)
-            .spawn()?;
-        let mut h = ChildHelper { child, path };
-        let t0 = std::time::Instant::now();
-        while !sub.helper_attached() {
-            if let Some(st) = h.child.try_wait()? {
-                return Err(format!("the helper exited ({st}) before attaching").into());
-            }
-            if t0.elapsed() > Duration::from_secs(60) {
-                return Err("the helper did not attach within 60 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(h)
-    }
-
-    /// User + system CPU time of the helper so far.
-    fn cpu_time(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the command name (which may hold spaces) in parentheses.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
-    }
-
-    fn stop(mut self) -> Result<(), Box<dyn std::error::Error>> {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )?;
-        let st = self.child.wait()?;
-        let _ = std::fs::remove_file(&self.path);
-        if !st.success() {
-            return Err(format!("the helper exited with {st}").into());
-        }
-        Ok(())
-    }
-}
-
-fn region_path(tag: &str) -> PathBuf {
-    let dir = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
+/// Starts a helper serving `sub`'s region in a child process.
+fn child_helper(
+    sub: &Submitter,
+    backend: BackendKind,
+    cpu_workers: usize,
+    max_gpus: Option<usize>,
+) -> Result<ChildHelper, Box<dyn std::error::Error>> {
+    let opts = ChildOptions {
+        backend: backend_arg(backend).to_string(),
+        cpu_workers,
+        max_gpus,
+        log_filter: LOG_FILTER.get().copied().flatten().map(str::to_string),
+        attach_timeout: Duration::from_secs(60),
     };
-    dir.join(format!("kgpu-{tag}-{}.region", std::process::id()))
+    ChildHelper::start(&std::env::current_exe()?, sub, &opts)
 }
 
 fn selftest(backend: BackendKind, cpu_workers: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let path = region_path("selftest");
     let spec = RegionSpec {
         data_size: 64 << 20,
         ..RegionSpec::default()
     };
-    let sub = Submitter::create(Some(&path), spec)?;
-    let helper = ChildHelper::start(&sub, path, backend, cpu_workers)?;
+    let sub = Submitter::create(None, spec)?;
+    let helper = child_helper(&sub, backend, cpu_workers, None)?;
     let services = kgpu_helper::dispatch::CpuServices::new();
     let cases: Vec<_> = selftest::known_answers()
         .into_iter()
@@ -590,16 +598,16 @@ fn selftest(backend: BackendKind, cpu_workers: usize) -> Result<(), Box<dyn std:
         match selftest::run_case(&sub, c) {
             Ok(()) => {
                 pass += 1;
-                println!("PASS {}", c.name);
+                out::print(&format!("PASS {}\n", c.name))?;
             }
             Err(e) => {
                 fail += 1;
-                println!("FAIL {}: {e}", c.name);
+                out::print(&format!("FAIL {}: {e}\n", c.name))?;
             }
         }
     }
     helper.stop()?;
-    println!("selftest: {pass} passed, {fail} failed");
+    out::print(&format!("selftest: {pass} passed, {fail} failed\n"))?;
     if fail > 0 {
         return Err(format!("{fail} self-test cases failed").into());
     }
@@ -608,18 +616,16 @@ fn selftest(backend: BackendKind, cpu_workers: usize) -> Result<(), Box<dyn std:
 
 /// A bench region of `data_mib` MiB and a helper serving it in its own process.
 fn bench_helper(
-    tag: &str,
     backend: BackendKind,
     cpu_workers: usize,
     data_mib: u64,
 ) -> Result<(Submitter, ChildHelper), Box<dyn std::error::Error>> {
-    let path = region_path(tag);
     let spec = RegionSpec {
         data_size: data_mib << 20,
         ..RegionSpec::default()
     };
-    let sub = Submitter::create(Some(&path), spec)?;
-    let helper = ChildHelper::start(&sub, path, backend, cpu_workers)?;
+    let sub = Submitter::create(None, spec)?;
+    let helper = child_helper(&sub, backend, cpu_workers, None)?;
     Ok((sub, helper))
 }
 
@@ -632,14 +638,15 @@ fn bench(
     json_out: Option<PathBuf>,
     plot: Option<(PathBuf, f64)>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let (sub, helper) = bench_helper("bench", backend, cpu_workers, data_mib)?;
+    let (sub, helper) = bench_helper(backend, cpu_workers, data_mib)?;
     let rows = kgpu_helper::bench::run(&sub, plan, &|| helper.cpu_time(), &mut |line| {
-        eprintln!("{line}")
+        out::note(line)
     });
     helper.stop()?;
     let rows = rows?;
     if let Some(p) = json_out {
-        std::fs::write(&p, serde_json::to_string_pretty(&rows)?)?;
+        std::fs::write(&p, serde_json::to_string_pretty(&rows)?)
+            .map_err(|e| format!("--json-out {}: {e}", p.display()))?;
     }
     if let Some((p, bound)) = plot {
         let title = format!(
@@ -649,15 +656,16 @@ fn bench(
         write_plot(&rows, &p, &title, bound)?;
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        out::print(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
     } else {
         let cpu = kgpu_helper::kpath::cpu_model();
-        println!(
-            "kgpu-helper bench: backend {}, CPU {cpu}, CPU AES path {}",
+        out::print(&format!(
+            "kgpu-helper bench: backend {}, CPU {cpu}, CPU AES path {}
+{}",
             backend_arg(backend),
-            kgpu_aes::cpu::Path::best()
-        );
-        print!("{}", kgpu_helper::bench::table(&rows, backend_arg(backend)));
+            kgpu_aes::cpu::Path::best(),
+            kgpu_helper::bench::table(&rows, backend_arg(backend))
+        ))?;
     }
     Ok(())
 }
@@ -670,7 +678,7 @@ fn kernel_path_bench(
     plan: &kgpu_helper::kpath::KernelPathPlan,
     json_out: Option<PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let (sub, helper) = bench_helper("kpath", backend, cpu_workers, data_mib)?;
+    let (sub, helper) = bench_helper(backend, cpu_workers, data_mib)?;
     let res = kgpu_helper::kpath::run(&sub, plan, &|| helper.cpu_time(), &mut |l| eprintln!("{l}"));
     helper.stop()?;
     let (rows, copy) = res?;
@@ -700,7 +708,8 @@ fn write_plot(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let label = format!("PCIe bound, both directions at once ({bound} GB/s)");
     let b = (bound > 0.0).then_some((bound, label.as_str()));
-    std::fs::write(out, kgpu_helper::plot::svg(rows, title, b))?;
+    std::fs::write(out, kgpu_helper::plot::svg(rows, title, b))
+        .map_err(|e| format!("{}: {e}", out.display()))?;
     log::info!("wrote {}", out.display());
     Ok(())
 }
@@ -714,30 +723,42 @@ fn default_stats_file() -> PathBuf {
     }
 }
 
-/// The kernel's counters (debugfs) when the module is loaded, then the helper's.
-fn print_stats(helper_file: &std::path::Path) {
-    const KERNEL: &str = "/sys/kernel/debug/kgpu/stats";
-    match std::fs::read_to_string(KERNEL) {
-        Ok(s) => println!("kernel module ({KERNEL}):\n{}", s.trim_end()),
-        Err(_) if std::path::Path::new("/sys/module/kgpu").is_dir() => {
-            println!(
-                "kernel module loaded, but {KERNEL} is not readable (mount debugfs, run as root)"
-            )
-        }
-        Err(_) => println!("kernel module not loaded"),
+/// Where the systemd unit has `serve` keep its statistics (RuntimeDirectory=).
+const UNIT_STATS_FILE: &str = "/run/kgpu-helper/stats.json";
+
+/// The statistics `stats` shows without --stats-file: those of a helper the
+/// unit started when there are no others.
+fn stats_file_to_read() -> PathBuf {
+    let own = default_stats_file();
+    if !own.exists() && std::path::Path::new(UNIT_STATS_FILE).exists() {
+        return PathBuf::from(UNIT_STATS_FILE);
     }
+    own
+}
+
+/// The kernel's counters (debugfs) when the module is loaded, then the helper's.
+fn stats_text(helper_file: &std::path::Path) -> String {
+    const KERNEL: &str = "/sys/kernel/debug/kgpu/stats";
+    let mut t = match std::fs::read_to_string(KERNEL) {
+        Ok(s) => format!("kernel module ({KERNEL}):\n{}\n", s.trim_end()),
+        Err(_) if std::path::Path::new("/sys/module/kgpu").is_dir() => format!(
+            "kernel module loaded, but {KERNEL} is not readable (mount debugfs, run as root)\n"
+        ),
+        Err(_) => "kernel module not loaded\n".to_string(),
+    };
     let snap = std::fs::read_to_string(helper_file)
         .ok()
         .and_then(|s| serde_json::from_str::<kgpu_helper::stats::StatsSnapshot>(&s).ok());
-    match snap {
-        Some(s) if kgpu_helper::standin::process_alive(s.pid) => print!("{}", s.table()),
-        Some(s) => print!(
+    t += &match snap {
+        Some(s) if kgpu_helper::standin::process_alive(s.pid) => s.table(),
+        Some(s) => format!(
             "helper (pid {}, no longer running), last snapshot:\n{}",
             s.pid,
             s.table()
         ),
-        None => println!("no helper statistics at {}", helper_file.display()),
-    }
+        None => format!("no helper statistics at {}\n", helper_file.display()),
+    };
+    t
 }
 
 /// The plan once per GPU count, 1..=N, with the ratio to one GPU.
@@ -748,33 +769,34 @@ fn scaling(
     plan: &Plan,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let n = kgpu_helper::cuda::device_count()?;
+    if n == 0 {
+        return Err("--gpu-scaling: no GPU present".into());
+    }
     let mut all: Vec<(usize, Vec<kgpu_helper::bench::Row>)> = Vec::new();
     for gpus in 1..=n {
-        let path = region_path(&format!("scaling{gpus}"));
         let spec = RegionSpec {
             data_size: data_mib << 20,
             ..RegionSpec::default()
         };
-        let sub = Submitter::create(Some(&path), spec)?;
-        let helper =
-            ChildHelper::start_with(&sub, path, BackendKind::Cuda, cpu_workers, Some(gpus))?;
+        let sub = Submitter::create(None, spec)?;
+        let helper = child_helper(&sub, BackendKind::Cuda, cpu_workers, Some(gpus))?;
         let rows = kgpu_helper::bench::run(&sub, plan, &|| helper.cpu_time(), &mut |l| {
-            eprintln!("{gpus} GPU(s): {l}")
+            out::note(&format!("{gpus} GPU(s): {l}"))
         });
         helper.stop()?;
         all.push((gpus, rows?));
     }
-    println!("kgpu-helper bench --gpu-scaling: {n} GPU(s) present");
-    println!(
-        "{:<15} {:>9} {:>5} {:>5} {:>10} {:>8} {:>7}",
+    let mut t = format!("kgpu-helper bench --gpu-scaling: {n} GPU(s) present\n");
+    t += &format!(
+        "{:<15} {:>9} {:>5} {:>5} {:>10} {:>8} {:>7}\n",
         "mode", "size", "depth", "gpus", "ring GB/s", "x 1 GPU", "helper"
     );
     let base = &all[0].1;
     for (i, b) in base.iter().enumerate() {
         for (gpus, rows) in &all {
             let r = &rows[i];
-            println!(
-                "{:<15} {:>9} {:>5} {:>5} {:>10.2} {:>8.2} {:>7.2}",
+            t += &format!(
+                "{:<15} {:>9} {:>5} {:>5} {:>10.2} {:>8.2} {:>7.2}\n",
                 r.mode,
                 kgpu_helper::bench::human(r.size),
                 r.depth,
@@ -785,6 +807,7 @@ fn scaling(
             );
         }
     }
+    out::print(&t)?;
     Ok(())
 }
 

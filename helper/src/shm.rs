@@ -233,6 +233,9 @@ impl SharedRegion {
     }
 
     fn lock(&mut self) {
+        let (base, len) = (self.map.as_mut_ptr().cast(), self.map.len());
+        // SAFETY: advice on our own mapping: keys and data stay out of core dumps.
+        unsafe { libc::madvise(base, len, libc::MADV_DONTDUMP) };
         // SAFETY: locking our own mapping's pages; failure is harmless.
         let rc = unsafe { libc::mlock(self.map.as_ptr().cast(), self.map.len()) };
         self.locked = rc == 0;

@@ -586,7 +586,20 @@ test_runkgpu_errors() {
     expect_refusal "must be run as root" su -s /bin/sh nobody -c "/bin/runkgpu" || return 1
     expect_refusal "must be run as root" su -s /bin/sh nobody -c "/bin/stopkgpu" || return 1
     expect_refusal "not built" env KGPU_MODULE=/nonexistent/kgpu.ko /bin/runkgpu || return 1
-    expect_refusal "nothing running" /bin/stopkgpu
+    expect_refusal "nothing running" /bin/stopkgpu || return 1
+    # A pid file naming another process (the pid reused): never signalled.
+    mkdir -p /tmp/stoprun
+    sleep 60 &
+    other=$!
+    echo $other > /tmp/stoprun/kgpu-helper.pid
+    expect_refusal "not kgpu-helper: not signalled" env KGPU_RUN_DIR=/tmp/stoprun /bin/stopkgpu
+    r=$?
+    kill -0 $other 2>/dev/null || { echo "stopkgpu signalled an unrelated process"; r=1; }
+    kill $other
+    wait $other 2>/dev/null
+    [ ! -f /tmp/stoprun/kgpu-helper.pid ] || { echo "stale pid file left"; r=1; }
+    rm -rf /tmp/stoprun
+    return $r
 }
 
 test_runkgpu_cycle() {

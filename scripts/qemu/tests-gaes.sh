@@ -380,6 +380,114 @@ test_gaes_fs_without_kgpu() {
     [ "$gpu" -gt 0 ]
 }
 
+# ---- the standard cipher names, gaes chosen by priority --------------------------
+
+CRYPTSETUP=/bin/cryptsetup
+LUKS_KEY=/tmp/gaes-luks.key
+
+# best NAME: the driver the crypto API resolves algorithm NAME to among those
+# registered (the highest priority in /proc/crypto).
+best() {
+    awk -v want="$1" '/^name/ { n = $3 } /^driver/ { d = $3 }
+        /^priority/ { if (n == want && $3 > p) { p = $3; b = d } } END { print b }' /proc/crypto
+}
+
+# A priority that is neither a number >= 0 nor "auto" is refused at insmod.
+# kgpu reloaded with gaes_priority=auto: each of the four modes registers one
+# above the best driver of its mode present at load (xts-aes-aesni-avx is at
+# 500, above the AES-NI drivers of the other modes), so each algorithm name
+# resolves to gaes.
+test_gaes_priority_auto() {
+    rmmod kgpu || return 1
+    for bad in bogus -5 automatic; do
+        if command insmod /kgpu.ko gaes_priority=$bad 2>/dev/null; then
+            echo "gaes_priority=$bad accepted"
+            rmmod kgpu
+            insmod /kgpu.ko
+            return 1
+        fi
+    done
+    insmod /kgpu.ko gaes_priority=auto || { insmod /kgpu.ko; return 1; }
+    r=0
+    expect_eq "gaes_priority" "$(cat $P/gaes_priority)" auto || r=1
+    info=
+    for m in ecb cbc ctr xts; do
+        expect_eq "highest-priority $m(aes)" "$(best "$m(aes)")" gaes_$m || r=1
+        info="$info $m(aes)=$(awk -v d=gaes_$m '/^driver/ { hit = ($3 == d) } hit && /^priority/ { print $3; exit }' /proc/crypto)"
+    done
+    dmesg | grep 'gaes: .* before gaes' | sed 's/^\[[^]]*\] //' | tail -n 4
+    rmmod kgpu && insmod /kgpu.ko || return 1
+    [ $r = 0 ] || return 1
+    echo "gaes_priority=auto:$info (the previous best: dmesg 'before gaes')" >> /tmp/t.info
+}
+
+# luks_open NAME: opens $LOOP's LUKS volume as /dev/mapper/NAME; prints its node.
+luks_open() {
+    $CRYPTSETUP open --disable-locks --key-file $LUKS_KEY $LOOP "$1" || return 1
+    dm_node "$1"
+}
+
+# A LUKS2 volume made as anyone makes one (cipher aes-xts-plain64, the
+# standard name: nothing kgpu-specific on disk) while gaes has the highest
+# priority: the mapping runs through gaes (the helper answers its requests,
+# and rmmod kgpu is refused while it is open); with kgpu unloaded the same
+# volume opens through the kernel's own xts(aes) and reads back the same.
+# $1: cryptsetup's --sector-size.
+luks_xts() {
+    ssize=$1
+    [ -x $CRYPTSETUP ] || { echo "cryptsetup missing"; return 1; }
+    rmmod kgpu || return 1
+    insmod /kgpu.ko gaes_priority=auto || { insmod /kgpu.ko; return 1; }
+    start_server $(helper_cmd) || { rmmod kgpu; insmod /kgpu.ko; return 1; }
+    # LUKS2's default header takes 16 MiB of the device.
+    dm_setup 24 || { dm_teardown; stop_server; rmmod kgpu; insmod /kgpu.ko; return 1; }
+    hexkey 32 > $LUKS_KEY
+    r=1
+    {
+        $CRYPTSETUP luksFormat --batch-mode --disable-locks --type luks2 \
+            --cipher aes-xts-plain64 --key-size 512 --sector-size $ssize \
+            --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file $LUKS_KEY $LOOP &&
+        $CRYPTSETUP luksDump $LOOP | grep -q 'cipher: aes-xts-plain64' &&
+        dev=$(luks_open gaes_luks) && echo reset > $G &&
+        $DMSETUP table gaes_luks | grep -q ' crypt aes-xts-plain64 ' &&
+        dd if=/dev/urandom of=/tmp/gaes-plain bs=1M count=4 2>/dev/null &&
+        dd if=/tmp/gaes-plain of=$dev bs=64k oflag=direct conv=fsync 2>/dev/null &&
+        if rmmod kgpu 2>/dev/null; then
+            echo "rmmod kgpu succeeded with the LUKS mapping open: it does not use gaes"
+            false
+        fi &&
+        gpu=$(gstat gpu_requests) &&
+        $CRYPTSETUP close gaes_luks && r=0
+    }
+    [ $r = 0 ] || $CRYPTSETUP close gaes_luks 2>/dev/null
+    cat $G
+    failed=$(gstat helper_failed)
+    stop_server
+    rmmod kgpu || { dm_teardown; insmod /kgpu.ko; return 1; }
+    if [ $r = 0 ]; then
+        r=1
+        if grep -q gaes_ /proc/crypto; then
+            echo "gaes still registered"
+        else
+            dev=$(luks_open gaes_luks) &&
+            dd if=$dev of=/tmp/gaes-back bs=64k count=64 iflag=direct 2>/dev/null &&
+            { cmp /tmp/gaes-plain /tmp/gaes-back || { echo "read back wrong without kgpu"; false; }; } &&
+            $CRYPTSETUP close gaes_luks && r=0
+            [ $r = 0 ] || $CRYPTSETUP close gaes_luks 2>/dev/null
+        fi
+    fi
+    dm_teardown
+    rm -f $LUKS_KEY
+    insmod /kgpu.ko || return 1
+    [ $r = 0 ] || return 1
+    expect_eq helper_failed "$failed" 0 || return 1
+    [ "$gpu" -gt 0 ] || { echo "the LUKS mapping's requests did not reach the helper"; return 1; }
+    echo "LUKS2 aes-xts-plain64, ${ssize} B sectors, gaes_priority=auto: gpu_requests=$gpu, rmmod refused while open, opened and read back with kgpu unloaded" >> /tmp/t.info
+}
+
+test_gaes_luks2_xts() { luks_xts 512; }
+test_gaes_luks2_xts_4k() { luks_xts 4096; }
+
 # ---- eCryptfs ------------------------------------------------------------------
 
 ECR_LOWER=/tmp/gaes-ecr-lower
@@ -457,6 +565,7 @@ test_gaes_ecryptfs() {
 
 if grep -q gaes_ /proc/crypto 2>/dev/null; then
     t gaes_proc_crypto_selftest_passed test_gaes_proc_crypto
+    t gaes_priority_auto_wins test_gaes_priority_auto
     if [ -x $AFALG ]; then
         t gaes_afalg_vs_generic_no_helper test_gaes_afalg_nohelper
     else
@@ -478,6 +587,12 @@ if grep -q gaes_ /proc/crypto 2>/dev/null; then
                 t gaes_ext4_read_without_kgpu test_gaes_fs_without_kgpu
             else
                 skip gaes_ext4 "mke2fs not in the initramfs"
+            fi
+            if [ -x $CRYPTSETUP ]; then
+                t gaes_luks2_xts_by_priority test_gaes_luks2_xts
+                t gaes_luks2_xts_4k_by_priority test_gaes_luks2_xts_4k
+            else
+                skip gaes_luks2 "cryptsetup not in the initramfs"
             fi
         else
             skip gaes_dmcrypt "dmsetup not in the initramfs"
