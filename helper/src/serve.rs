@@ -153,6 +153,7 @@ impl Transport for IvshmemTransport {
                         self.path.display(),
                         t0.elapsed().as_secs_f64()
                     );
+                    crate::notify::ready(&self.path.display().to_string());
                     return Ok(());
                 }
                 helper_state::REFUSED => {

@@ -157,6 +157,20 @@ impl SharedRegion {
             path: path.display().to_string(),
             why,
         };
+        let fits = |len: u64| {
+            if !len.is_power_of_two() || !(GUEST_REGION_MIN..=GUEST_REGION_MAX).contains(&len) {
+                return Err(bad(format!(
+                    "{len} bytes: an ivshmem BAR is a power of two between {} MiB and {} GiB",
+                    GUEST_REGION_MIN >> 20,
+                    GUEST_REGION_MAX >> 30
+                )));
+            }
+            Ok(len)
+        };
+        // A size asked for is checked before anything is created or grown.
+        if let Some(want) = size {
+            fits(want)?;
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -179,15 +193,8 @@ impl SharedRegion {
                     have >> 20
                 )))
             }
-            (have, _) => have,
+            (have, _) => fits(have)?,
         };
-        if !len.is_power_of_two() || !(GUEST_REGION_MIN..=GUEST_REGION_MAX).contains(&len) {
-            return Err(bad(format!(
-                "{len} bytes: an ivshmem BAR is a power of two between {} MiB and {} GiB",
-                GUEST_REGION_MIN >> 20,
-                GUEST_REGION_MAX >> 30
-            )));
-        }
         let spec = RegionSpec::default();
         let rings = Geometry::new(spec.sq_entries, spec.cq_entries, PAGE)
             .map_err(ShmError::Geometry)?

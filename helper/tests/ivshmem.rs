@@ -133,6 +133,11 @@ fn guest_file_sizes() {
     let g = TmpFile::new("odd");
     let e = SharedRegion::for_guest(&g.0, Some(3 * MIB)).err().unwrap();
     assert!(e.to_string().contains("power of two"), "{e}");
+    // Refused before anything is created.
+    assert!(!g.0.exists());
+    let e = SharedRegion::for_guest(&g.0, Some(64 << 30)).err().unwrap();
+    assert!(e.to_string().contains("power of two between"), "{e}");
+    assert!(!g.0.exists());
 }
 
 #[test]
