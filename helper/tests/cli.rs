@@ -367,10 +367,21 @@ fn echo_bench(t: &str, depths: &str, millis: &str) -> Command {
 
 /// A long benchmark (its stderr dropped).
 fn long_bench(t: &str) -> Child {
-    echo_bench(t, "1", "600000")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    use std::os::unix::process::CommandExt;
+    let mut c = echo_bench(t, "1", "600000");
+    c.stderr(Stdio::null());
+    // SAFETY: between fork and exec only signal(), which is
+    // async-signal-safe. A test run from a background job inherits SIGINT
+    // ignored (as a shell sets it for `cmd &`); the bench under test must get
+    // the default disposition, as from a terminal.
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    c.spawn().unwrap()
 }
 
 /// Waits until the process `parent` (tagged `t`) has started its helper child.
