@@ -61,6 +61,32 @@ impl Mode {
         Mode::ALL.into_iter().find(|m| m.name() == s)
     }
 
+    /// Whether a request of `size` payload bytes is one the service takes
+    /// (the rules of its `proto` for the job [`Mode::job`] builds), and if
+    /// not, what sizes are.
+    pub fn check_size(self, size: usize) -> Result<(), &'static str> {
+        // XTS and CBC cut requests into 4 KiB sectors (one shorter sector
+        // when the request is shorter).
+        let sectors = size <= 4096 || size.is_multiple_of(4096);
+        let ok = match self {
+            Mode::Echo | Mode::AesCtr | Mode::Raid6Gen => size > 0,
+            Mode::AesEcb => size > 0 && size.is_multiple_of(16),
+            Mode::AesXts => size >= 16 && sectors,
+            Mode::AesCbcDec | Mode::AesCbcEnc => size > 0 && size.is_multiple_of(16) && sectors,
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(match self {
+            Mode::AesEcb => "a whole number of 16-byte blocks",
+            Mode::AesXts => "16 bytes to 4 KiB, or whole 4 KiB sectors",
+            Mode::AesCbcDec | Mode::AesCbcEnc => {
+                "whole 16-byte blocks up to 4 KiB, or whole 4 KiB sectors"
+            }
+            _ => "at least one byte",
+        })
+    }
+
     /// The job for a request of `size` payload bytes.
     pub fn job(self, size: usize, rng: &mut Rng) -> Job {
         let sectors = |unit: usize, rng: &mut Rng| {
@@ -386,4 +412,29 @@ pub fn table(rows: &[Row], backend: &str) -> String {
         "ring = through the submission/completion rings to the helper ({backend} backend); helper = helper CPU cores busy; cpu = the same work called directly on one CPU thread; ratio = ring / cpu\n"
     ));
     s
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use crate::dispatch::CpuServices;
+
+    /// `check_size` says exactly what the services' own rules say, on the
+    /// jobs the bench builds.
+    #[test]
+    fn check_size_agrees_with_the_services() {
+        let services = CpuServices::new();
+        let mut rng = Rng::new(7);
+        let sizes: Vec<usize> = (1..=48)
+            .chain([
+                4080, 4095, 4096, 4097, 4112, 6000, 8192, 8200, 12288, 65536, 65552,
+            ])
+            .collect();
+        for m in Mode::ALL {
+            for &size in &sizes {
+                let runs = m.job(size, &mut rng).direct(&services).is_ok();
+                assert_eq!(m.check_size(size).is_ok(), runs, "{} {size}", m.name());
+            }
+        }
+    }
 }

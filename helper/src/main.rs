@@ -403,6 +403,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             // wait forever, a size the data area cannot hold fails late.
             limits::check_depths(&depths, RegionSpec::default().cq_entries as usize)?;
             limits::check_sizes(&sized, data_mib)?;
+            for m in &modes {
+                for &(text, n) in &sized {
+                    m.check_size(n).map_err(|want| {
+                        format!("--sizes {text} for {}: a request there is {want}", m.name())
+                    })?;
+                }
+            }
             let sizes = sized.into_iter().map(|(_, n)| n).collect();
             let plan = Plan {
                 modes,

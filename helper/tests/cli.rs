@@ -187,6 +187,10 @@ fn bad_arguments_of_every_subcommand_fail_cleanly() {
         (&["bench", "--sizes", "0"], "--sizes 0"),
         (&["bench", "--sizes", "99999999999999999G"], "not a size"),
         (&["bench", "--sizes", "4Q"], "not a size"),
+        (
+            &["bench", "--sizes", "1", "--modes", "aes128-xts"],
+            "16 bytes to 4 KiB",
+        ),
         (&["bench", "--modes", "aes1024"], "unknown mode \"aes1024\""),
         (&["bench", "--millis", "-5"], "unexpected argument '-5'"),
     ];
