@@ -53,12 +53,21 @@ impl Transport for RegionTransport {
     }
 
     fn completions_posted(&self, region: &SharedRegion) {
-        let h = region.header();
-        if ring::must_wake(&h.cq_flags, cq_flag::NEED_WAKEUP) {
-            h.cq_doorbell.fetch_add(1, Ordering::SeqCst);
-            futex_wake(&h.cq_doorbell);
+        if ring_cq_doorbell(region) {
+            futex_wake(&region.header().cq_doorbell);
         }
     }
+}
+
+/// The completion side of the NEED_WAKEUP handshake in shared memory: bumps
+/// the doorbell word when the submitter asked for it; true when it did.
+fn ring_cq_doorbell(region: &SharedRegion) -> bool {
+    let h = region.header();
+    let wake = ring::must_wake(&h.cq_flags, cq_flag::NEED_WAKEUP);
+    if wake {
+        h.cq_doorbell.fetch_add(1, Ordering::SeqCst);
+    }
+    wake
 }
 
 /// `/dev/kgpu`: `poll()` for work, the doorbell ioctl for completions.
@@ -196,10 +205,8 @@ impl Transport for IvshmemTransport {
     }
 
     fn completions_posted(&self, region: &SharedRegion) {
-        let h = region.header();
-        if ring::must_wake(&h.cq_flags, cq_flag::NEED_WAKEUP) {
-            h.cq_doorbell.fetch_add(1, Ordering::SeqCst);
-        }
+        // The kernel polls the word; there is no futex across the VM.
+        ring_cq_doorbell(region);
     }
 
     fn session_over(&self, region: &SharedRegion) -> bool {
