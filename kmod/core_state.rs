@@ -626,6 +626,9 @@ fn install(r: Result<KBox<Attached>>) -> Result {
                     a.geom.cq_entries,
                     a.geom.data_size >> 10
                 );
+                // SAFETY: the header was validated for this attach and stays
+                // mapped with `a`; its figures are plain numbers.
+                unsafe { crate::policy::take_figures(a.header()) };
                 s.att = Some(a);
                 Ok(())
             }
@@ -634,6 +637,7 @@ fn install(r: Result<KBox<Attached>>) -> Result {
     });
     if installed.is_ok() {
         ATTACHES.add(1);
+        crate::policy::helper_attached();
     } else {
         ATTACH_REFUSED.add(1);
     }

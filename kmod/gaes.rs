@@ -47,6 +47,7 @@
 use crate::api::{self, Job, Outcome, SgList, Src};
 use crate::kcommon::abi::{service, Status};
 use crate::kservices::aes as proto;
+use crate::policy::{self, Policy, Which};
 use crate::BufWriter;
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
@@ -88,6 +89,8 @@ extern "C" {
     fn gaes_shim_timer_arm(batch: c_uint, us: c_uint);
     fn gaes_shim_timer_count() -> c_uint;
     fn gaes_shim_queue_work();
+    fn gaes_shim_time_cpu(mode: c_uint, best: bool) -> u64;
+    fn gaes_shim_cpu_driver(mode: c_uint, best: bool) -> *const c_char;
 }
 
 // Parameter indices of `gaes_shim_param`.
@@ -112,6 +115,132 @@ const ECB: u32 = 0;
 const CBC: u32 = 1;
 const CTR: u32 = 2;
 const XTS: u32 = 3;
+const MODES: usize = 4;
+const MODE_NAMES: [&str; MODES] = ["ecb(aes)", "cbc(aes)", "ctr(aes)", "xts(aes)"];
+
+// ---- the load-time choice ------------------------------------------------------
+
+/// One core's rate of the kernel's best driver per mode, MB/s (timed at load).
+static CPU_BEST: [AtomicU64; MODES] = [const { AtomicU64::new(0) }; MODES];
+/// One core's rate of gaes's own CPU path (the synchronous fallback), MB/s.
+static CPU_FALLBACK: [AtomicU64; MODES] = [const { AtomicU64::new(0) }; MODES];
+/// Per mode, under `gaes_policy=auto`: batches of at least this many bytes
+/// go to the helper; `u64::MAX`: none (the CPU).
+static THRESHOLD: [AtomicU64; MODES] = [const { AtomicU64::new(u64::MAX) }; MODES];
+/// The largest request the model considers (the submission API's default
+/// `max_request_kb`).
+const MODEL_MAX: u64 = 16 << 20;
+
+fn driver(mode: usize, best: bool) -> &'static str {
+    // SAFETY: returns a NUL-terminated static buffer of shim_crypto.c,
+    // written only by `gaes_shim_time_cpu` at load, before any reader.
+    let p = unsafe { gaes_shim_cpu_driver(mode as c_uint, best) };
+    if p.is_null() {
+        return "";
+    }
+    // SAFETY: as above.
+    unsafe { core::ffi::CStr::from_ptr(p) }
+        .to_str()
+        .unwrap_or("?")
+}
+
+/// Times the kernel's AES per mode, once at load (before registration, so
+/// gaes is not among the candidates).
+fn time_cpu() {
+    for m in 0..MODES {
+        // SAFETY: process context at load.
+        let best = unsafe { gaes_shim_time_cpu(m as c_uint, true) };
+        // SAFETY: as above.
+        let fb = unsafe { gaes_shim_time_cpu(m as c_uint, false) };
+        CPU_BEST[m].store(best, Ordering::Relaxed);
+        CPU_FALLBACK[m].store(fb, Ordering::Relaxed);
+        pr_info!(
+            "gaes: {}: cpu {} {} MB/s/core (gaes's own cpu path {} {} MB/s/core), 4 KiB requests\n",
+            MODE_NAMES[m],
+            driver(m, true),
+            best,
+            driver(m, false),
+            fb
+        );
+    }
+}
+
+/// The model's inputs for `mode`: the kernel's best CPU code (the one a
+/// user of the algorithm would get without gaes), two copies per byte.
+fn inputs(mode: usize) -> crate::kcommon::cost::Inputs {
+    let cpu = CPU_BEST[mode]
+        .load(Ordering::Relaxed)
+        .max(CPU_FALLBACK[mode].load(Ordering::Relaxed));
+    policy::inputs(service::AES, cpu, 2, 1)
+}
+
+/// Decides every mode from the figures of the helper that just attached,
+/// and logs one line per mode.
+pub(crate) fn decide() {
+    use crate::kcommon::cost;
+    let batch = u64::from(max_batch_bytes());
+    for m in 0..MODES {
+        let i = inputs(m);
+        let t = cost::threshold(&i, 4096, MODEL_MAX).unwrap_or(u64::MAX);
+        THRESHOLD[m].store(t, Ordering::Relaxed);
+        let d = cost::decide(&i, batch);
+        policy::log_line(|w| {
+            let _ = write!(w, "gaes: {}: ", MODE_NAMES[m]);
+            if t <= batch {
+                let _ = write!(w, "gpu from {}", policy::Size(t));
+            } else if t != u64::MAX {
+                let _ = write!(
+                    w,
+                    "cpu (the gpu path pays from {}, above the largest batch)",
+                    policy::Size(t)
+                );
+            } else {
+                let _ = write!(w, "cpu ({})", policy::reason_text(&i, &d));
+            }
+            let _ = write!(
+                w,
+                ": at {} batches cpu {} {} MB/s/core = {} s/GB vs ",
+                policy::Size(batch),
+                driver(m, true),
+                i.cpu_mbps,
+                policy::SecPerGb::of_mbps(i.cpu_mbps)
+            );
+            policy::describe_gpu(w, &i, &d);
+        });
+    }
+}
+
+/// The decision lines of debugfs: per mode, what `auto` chose, from what.
+fn write_decisions(w: &mut BufWriter<'_>) {
+    use crate::kcommon::cost;
+    let pol = policy::policy(Which::Gaes);
+    let batch = u64::from(max_batch_bytes());
+    let _ = writeln!(w, "policy: {}", pol.name());
+    for m in 0..MODES {
+        let i = inputs(m);
+        let t = THRESHOLD[m].load(Ordering::Relaxed);
+        let d = cost::decide(&i, batch);
+        let short = &MODE_NAMES[m][..3];
+        let _ = writeln!(
+            w,
+            "cpu_driver {}: {} {} MB/s, fallback {} {} MB/s",
+            short,
+            driver(m, true),
+            CPU_BEST[m].load(Ordering::Relaxed),
+            driver(m, false),
+            CPU_FALLBACK[m].load(Ordering::Relaxed)
+        );
+        let _ = write!(
+            w,
+            "decision {}: gpu {} threshold {} ",
+            short,
+            (t <= batch) as u32,
+            if t == u64::MAX { 0 } else { t }
+        );
+        policy::write_pairs(w, &i, &d);
+        let _ = writeln!(w);
+    }
+}
 
 /// Requests per batch, at most.
 const MAX_REQS: usize = 256;
@@ -289,7 +418,9 @@ struct Stats {
     cpu_small: AtomicU64,
     cpu_busy: AtomicU64,
     cpu_other: AtomicU64,
+    cpu_policy: AtomicU64,
     cpu_redo: AtomicU64,
+    batch_cpu: AtomicU64,
     batches: AtomicU64,
     flush_full: AtomicU64,
     flush_timer: AtomicU64,
@@ -314,7 +445,9 @@ static STATS: Stats = Stats {
     cpu_small: Z,
     cpu_busy: Z,
     cpu_other: Z,
+    cpu_policy: Z,
     cpu_redo: Z,
+    batch_cpu: Z,
     batches: Z,
     flush_full: Z,
     flush_timer: Z,
@@ -375,6 +508,7 @@ pub(crate) fn init() -> Result {
         s.redo = 0;
         s.used = 0;
     });
+    time_cpu();
     // SAFETY: the pool is ready; registration runs the self-tests, which
     // call back into `gaes_rs_crypt`.
     let ret = unsafe { gaes_shim_register() };
@@ -521,6 +655,17 @@ extern "C" fn gaes_rs_crypt(
     }
     if !api::attached() {
         inc(&STATS.cpu_nohelper, 1);
+        return fallback(req, enc);
+    }
+    let pol = policy::policy(Which::Gaes);
+    if pol == Policy::Cpu
+        || (pol == Policy::Auto
+            && THRESHOLD
+                .get(mode as usize)
+                .map_or(u64::MAX, |t| t.load(Ordering::Relaxed))
+                > u64::from(max_bytes))
+    {
+        inc(&STATS.cpu_policy, 1);
         return fallback(req, enc);
     }
     // SAFETY: `src` is the request's source list, valid for `len` bytes.
@@ -698,6 +843,15 @@ fn submit_batch(i: usize) {
     // SAFETY: the caller took batch `i` out of the open ones: it owns it.
     let b = unsafe { batch(p, i) };
     let total = b.n * b.unit as usize;
+    if policy::policy(Which::Gaes) == Policy::Auto
+        && (total as u64) < THRESHOLD[b.mode as usize % MODES].load(Ordering::Relaxed)
+    {
+        // Too small to pay on the GPU path (below the helper's crossover it
+        // would even run on the helper's CPU): the kernel's own code.
+        inc(&STATS.batch_cpu, 1);
+        to_cpu(i);
+        return;
+    }
     // SAFETY: `sg_used >= 1` (a batch holds at least one request).
     unsafe { gaes_shim_sg_mark_end(b.sg, b.sg_used - 1) };
     // SAFETY: the table describes the `n` requests' sources, `unit` bytes
@@ -868,7 +1022,9 @@ extern "C" fn gaes_rs_reset_stats() {
         &STATS.cpu_small,
         &STATS.cpu_busy,
         &STATS.cpu_other,
+        &STATS.cpu_policy,
         &STATS.cpu_redo,
+        &STATS.batch_cpu,
         &STATS.batches,
         &STATS.flush_full,
         &STATS.flush_timer,
@@ -932,7 +1088,9 @@ extern "C" fn gaes_rs_stats(buf: *mut c_char, len: usize) -> usize {
     let _ = writeln!(w, "cpu_small: {}", g(&STATS.cpu_small));
     let _ = writeln!(w, "cpu_busy: {}", g(&STATS.cpu_busy));
     let _ = writeln!(w, "cpu_other: {}", g(&STATS.cpu_other));
+    let _ = writeln!(w, "cpu_policy: {}", g(&STATS.cpu_policy));
     let _ = writeln!(w, "cpu_redo: {}", g(&STATS.cpu_redo));
+    let _ = writeln!(w, "batch_cpu: {}", g(&STATS.batch_cpu));
     let _ = write!(w, "batch_hist:");
     let labels = [
         "1", "2-3", "4-7", "8-15", "16-31", "32-63", "64-127", "128-255", "256",
@@ -941,5 +1099,6 @@ extern "C" fn gaes_rs_stats(buf: *mut c_char, len: usize) -> usize {
         let _ = write!(w, " {}={}", l, g(c));
     }
     let _ = writeln!(w);
+    write_decisions(&mut w);
     w.len
 }

@@ -12,8 +12,10 @@
 //!    disks, bytes per disk not a multiple of 64 or above [`MAX_UNIT`], a
 //!    block outside the linear map), or a context where spinning is not
 //!    allowed (interrupts, interrupts off): the saved CPU algorithm;
-//! 2. disks × bytes below the threshold (`gpq_threshold`, or measured):
-//!    the saved CPU algorithm;
+//! 2. disks × bytes below the threshold: the saved CPU algorithm. The
+//!    threshold is `gpq_policy`'s: `auto` (default) the load-time choice
+//!    below, `gpu` every call, `cpu` none; `gpq_threshold` (≥ 0) overrides
+//!    it unless the policy is `cpu`;
 //! 3. otherwise: one request through [`api::call_nosleep`], spinning at most
 //!    `gpq_spin_us`; on any error or timeout the saved CPU algorithm.
 //!
@@ -27,20 +29,24 @@
 //! service's own `XOR_SYNDROME` op needs the old P/Q in the output extent,
 //! which the submission API cannot pre-fill.)
 //!
-//! The measured threshold: the CPU algorithm is timed at load at a few sizes;
-//! the helper path is timed in a work item the first time a call sees a
-//! helper attached (or on `echo bench > /sys/kernel/debug/kgpu/gpq`). The
-//! threshold is the smallest measured size from which the helper path is at
-//! least as fast at every larger measured size; none (CPU always) otherwise.
+//! The load-time choice ([`decide`], with `crate::policy`): the saved
+//! algorithm is timed at load at a few sizes, the copies by the core; when a
+//! helper attaches, its published GPU figures and these go through the cost
+//! model (`common/src/cost.rs`): calls go to the helper from the smallest size
+//! where the GPU path costs less CPU time (copies included) and is not
+//! slower, and never below the helper's crossover. The helper path itself can
+//! be timed from the kernel on `echo bench > /sys/kernel/debug/kgpu/gpq`
+//! (shown, not used by the choice).
 
 use crate::api::{self, CallError, Job, Outcome, SgList, Src, SubmitError};
 use crate::kcommon::abi::service;
 use crate::kcommon::abi::Status;
 use crate::kservices::raid6 as r6p;
+use crate::policy::{self, Policy, Which};
 use crate::{BufWriter, Counter};
 use core::ffi::{c_char, c_int, c_long, c_uint, c_void, CStr};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::alloc::{flags::GFP_KERNEL, KVec};
 use kernel::prelude::*;
 use kernel::time::Ktime;
@@ -84,7 +90,6 @@ extern "C" {
         trail_zero: c_uint,
         bytes: usize,
     ) -> c_uint;
-    fn kgpu_gpq_schedule_measure();
     fn kgpu_gpq_sync();
     fn kgpu_gpq_bench_alloc(disks: c_int, bytes: usize) -> *mut *mut c_void;
     fn kgpu_gpq_bench_free(ptrs: *mut *mut c_void, disks: c_int);
@@ -106,6 +111,7 @@ struct Stats {
     gpu_xor: Counter,
     gpu_bytes: Counter,
     cpu_threshold: Counter,
+    cpu_policy: Counter,
     cpu_nohelper: Counter,
     cpu_context: Counter,
     cpu_layout: Counter,
@@ -124,6 +130,7 @@ static STATS: Stats = Stats {
     gpu_xor: Counter::new(),
     gpu_bytes: Counter::new(),
     cpu_threshold: Counter::new(),
+    cpu_policy: Counter::new(),
     cpu_nohelper: Counter::new(),
     cpu_context: Counter::new(),
     cpu_layout: Counter::new(),
@@ -147,23 +154,54 @@ const MEASURE_QUEUED: u32 = 1;
 const MEASURE_DONE: u32 = 2;
 /// State of the helper measurement.
 static MEASURE: AtomicU32 = AtomicU32::new(MEASURE_NONE);
-/// The measured threshold (disks × bytes); `u64::MAX`: CPU at every size.
-static AUTO_THRESHOLD: AtomicU64 = AtomicU64::new(u64::MAX);
-/// When a call last looked for a helper to measure (ns).
-static LAST_LOOK_NS: AtomicI64 = AtomicI64::new(i64::MIN);
+/// The load-time choice (disks × bytes): calls from this size on go to the
+/// helper under `gpq_policy=auto`; `u64::MAX`: none, the CPU at every size.
+static DECIDED: AtomicU64 = AtomicU64::new(u64::MAX);
 
 fn now_ns() -> i64 {
     Ktime::ktime_get().to_ns()
 }
 
-/// The threshold in force and whether it was forced by the parameter.
-fn threshold() -> (u64, bool) {
+/// Where the threshold in force comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ThresholdFrom {
+    /// `gpq_threshold`.
+    Param,
+    /// `gpq_policy=cpu`.
+    PolicyCpu,
+    /// `gpq_policy=gpu` with `gpq_threshold=-1`: every call.
+    PolicyGpu,
+    /// `gpq_policy=auto`: the load-time choice.
+    Decided,
+}
+
+impl ThresholdFrom {
+    const fn name(self) -> &'static str {
+        match self {
+            ThresholdFrom::Param => "gpq_threshold",
+            ThresholdFrom::PolicyCpu => "gpq_policy=cpu",
+            ThresholdFrom::PolicyGpu => "gpq_policy=gpu",
+            ThresholdFrom::Decided => "decided",
+        }
+    }
+}
+
+/// The threshold in force (disks x bytes; `u64::MAX`: none) and where it
+/// comes from. `gpq_policy=cpu` wins; otherwise `gpq_threshold`, when set,
+/// overrides the policy's own.
+fn threshold() -> (u64, ThresholdFrom) {
+    let pol = policy::policy(Which::Gpq);
+    if pol == Policy::Cpu {
+        return (u64::MAX, ThresholdFrom::PolicyCpu);
+    }
     // SAFETY: reads an integer parameter.
     let p = unsafe { kgpu_gpq_param_threshold() };
     if p >= 0 {
-        (p as u64, true)
+        (p as u64, ThresholdFrom::Param)
+    } else if pol == Policy::Gpu {
+        (0, ThresholdFrom::PolicyGpu)
     } else {
-        (AUTO_THRESHOLD.load(Ordering::Relaxed), false)
+        (DECIDED.load(Ordering::Relaxed), ThresholdFrom::Decided)
     }
 }
 
@@ -529,11 +567,12 @@ unsafe fn try_helper(disks: c_int, bytes: usize, ptrs: *mut *mut c_void, w: Work
         STATS.cpu_context.add(1);
         return false;
     }
-    let (limit, forced) = threshold();
+    let (limit, from) = threshold();
     if (disks as u64) * (bytes as u64) < limit {
-        STATS.cpu_threshold.add(1);
-        if !forced {
-            look_for_helper();
+        if from == ThresholdFrom::PolicyCpu {
+            STATS.cpu_policy.add(1);
+        } else {
+            STATS.cpu_threshold.add(1);
         }
         return false;
     }
@@ -556,16 +595,7 @@ unsafe fn try_helper(disks: c_int, bytes: usize, ptrs: *mut *mut c_void, w: Work
         Err(m) => {
             match m {
                 Miss::Layout => STATS.cpu_layout.add(1),
-                Miss::NoHelper => {
-                    STATS.cpu_nohelper.add(1);
-                    // The next helper gets measured again.
-                    let _ = MEASURE.compare_exchange(
-                        MEASURE_DONE,
-                        MEASURE_NONE,
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    );
-                }
+                Miss::NoHelper => STATS.cpu_nohelper.add(1),
                 Miss::Timeout => STATS.timeout.add(1),
                 Miss::Asleep => STATS.cpu_asleep.add(1),
                 Miss::Busy => STATS.cpu_busy.add(1),
@@ -573,38 +603,6 @@ unsafe fn try_helper(disks: c_int, bytes: usize, ptrs: *mut *mut c_void, w: Work
             }
             false
         }
-    }
-}
-
-/// With the threshold measured automatically and no helper measured yet:
-/// at most once a second, queue the measurement when a helper is attached.
-fn look_for_helper() {
-    if MEASURE.load(Ordering::Relaxed) != MEASURE_NONE {
-        return;
-    }
-    let now = now_ns();
-    let last = LAST_LOOK_NS.load(Ordering::Relaxed);
-    if last != i64::MIN && now - last < 1_000_000_000 {
-        return;
-    }
-    if LAST_LOOK_NS
-        .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-        .is_err()
-    {
-        return;
-    }
-    if api::attached()
-        && MEASURE
-            .compare_exchange(
-                MEASURE_NONE,
-                MEASURE_QUEUED,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-    {
-        // SAFETY: callable from any context.
-        unsafe { kgpu_gpq_schedule_measure() };
     }
 }
 
@@ -799,39 +797,57 @@ fn measure_helper() -> bool {
             CPU_MBS[i].load(Ordering::Relaxed)
         );
     }
-    let t = choose_threshold();
-    AUTO_THRESHOLD.store(t, Ordering::Relaxed);
-    if t == u64::MAX {
-        pr_info!("gpq: threshold: none, the CPU algorithm is faster at every measured size\n");
-    } else {
-        pr_info!("gpq: threshold {} bytes (disks x bytes per disk)\n", t);
-    }
     ok_all
 }
 
-/// The smallest measured size from which the helper is at least as fast as
-/// the CPU at every larger measured size.
-fn choose_threshold() -> u64 {
-    let mut t = u64::MAX;
-    for i in (0..SIZES.len()).rev() {
-        let h = HELPER_MBS[i].load(Ordering::Relaxed);
-        let c = CPU_MBS[i].load(Ordering::Relaxed);
-        if h == 0 || c == 0 || h < c {
-            break;
+/// The payload (data) rate of the largest measured size: the one the
+/// decision uses (the CPU algorithm at its best, on one core).
+const DECIDE_SIZE: usize = SIZES.len() - 1;
+
+/// Decides from the figures of the helper that just attached, and logs it.
+pub(crate) fn decide() {
+    use crate::kcommon::cost;
+    let (disks, bytes) = SIZES[DECIDE_SIZE];
+    let (data, all) = (disks - 2, disks);
+    let i = inputs();
+    // The model speaks of payload (data) bytes; the threshold is in disks x
+    // bytes per disk, all the blocks of the call.
+    let max_payload = (r6p::MAX_DISKS as u64 - 2) * MAX_UNIT as u64;
+    let t = cost::threshold(&i, 4096, max_payload)
+        .map_or(u64::MAX, |p| (p * u64::from(all)).div_ceil(u64::from(data)));
+    DECIDED.store(t, Ordering::Relaxed);
+    let at = u64::from(data) * bytes as u64;
+    let d = cost::decide(&i, at);
+    policy::log_line(|w| {
+        let _ = write!(w, "gpq: raid6: ");
+        if t == u64::MAX {
+            let _ = write!(w, "cpu ({})", policy::reason_text(&i, &d));
+        } else {
+            let _ = write!(w, "gpu from {} (disks x bytes)", policy::Size(t));
         }
-        t = SIZES[i].0 as u64 * SIZES[i].1 as u64;
-    }
-    t
+        let _ = write!(
+            w,
+            ": at {}x{} cpu {} {} MB/s/core = {} s/GB vs ",
+            disks,
+            bytes,
+            name(unsafe_saved_name()),
+            i.cpu_mbps,
+            policy::SecPerGb::of_mbps(i.cpu_mbps)
+        );
+        policy::describe_gpu(w, &i, &d);
+    });
 }
 
-#[no_mangle]
-extern "C" fn kgpu_gpq_rs_measure_work() {
-    if !INSTALLED.load(Ordering::Acquire) {
-        MEASURE.store(MEASURE_NONE, Ordering::Release);
-        return;
-    }
-    measure_helper();
-    MEASURE.store(MEASURE_DONE, Ordering::Release);
+/// The model's inputs: the saved algorithm's rate at the decision size, the
+/// data copied in and P, Q copied out (`disks / (disks - 2)` per byte).
+fn inputs() -> crate::kcommon::cost::Inputs {
+    let (disks, _) = SIZES[DECIDE_SIZE];
+    policy::inputs(
+        service::RAID6,
+        CPU_MBS[DECIDE_SIZE].load(Ordering::Relaxed),
+        disks,
+        disks - 2,
+    )
 }
 
 // ---- debugfs ------------------------------------------------------------------------
@@ -847,26 +863,33 @@ extern "C" fn kgpu_gpq_rs_show(buf: *mut c_char, len: usize) -> usize {
 }
 
 fn write_stats(w: &mut BufWriter<'_>) {
-    let (t, forced) = threshold();
+    let (t, from) = threshold();
     let s = &STATS;
     // SAFETY: no preconditions.
     let cur = name(unsafe { kgpu_gpq_current_name() });
     let _ = writeln!(w, "installed: {}", INSTALLED.load(Ordering::Acquire) as u32);
     let _ = writeln!(w, "raid6_call: {}", cur);
     let _ = writeln!(w, "cpu_algorithm: {}", name(unsafe_saved_name()));
+    let _ = writeln!(w, "policy: {}", policy::policy(Which::Gpq).name());
     if t == u64::MAX {
-        let _ = writeln!(
-            w,
-            "threshold: none ({})",
-            if forced { "forced" } else { "measured" }
-        );
+        let _ = writeln!(w, "threshold: none ({})", from.name());
     } else {
-        let _ = writeln!(
+        let _ = writeln!(w, "threshold: {} ({})", t, from.name());
+    }
+    {
+        use crate::kcommon::cost;
+        let (disks, bytes) = SIZES[DECIDE_SIZE];
+        let i = inputs();
+        let d = cost::decide(&i, u64::from(disks - 2) * bytes as u64);
+        let dt = DECIDED.load(Ordering::Relaxed);
+        let _ = write!(
             w,
-            "threshold: {} ({})",
-            t,
-            if forced { "forced" } else { "measured" }
+            "decision: gpu {} threshold {} ",
+            (dt != u64::MAX) as u32,
+            if dt == u64::MAX { 0 } else { dt }
         );
+        policy::write_pairs(w, &i, &d);
+        let _ = writeln!(w);
     }
     let _ = writeln!(
         w,
@@ -894,6 +917,7 @@ fn write_stats(w: &mut BufWriter<'_>) {
     let _ = writeln!(w, "gpu_xor: {}", s.gpu_xor.get());
     let _ = writeln!(w, "gpu_bytes: {}", s.gpu_bytes.get());
     let _ = writeln!(w, "cpu_threshold: {}", s.cpu_threshold.get());
+    let _ = writeln!(w, "cpu_policy: {}", s.cpu_policy.get());
     let _ = writeln!(w, "cpu_nohelper: {}", s.cpu_nohelper.get());
     let _ = writeln!(w, "cpu_context: {}", s.cpu_context.get());
     let _ = writeln!(w, "cpu_layout: {}", s.cpu_layout.get());
@@ -989,10 +1013,11 @@ pub(crate) fn init() -> Result {
         }
     );
     match threshold() {
-        (t, true) => pr_info!("gpq: threshold {} bytes (gpq_threshold)\n", t),
-        (_, false) => {
-            pr_info!("gpq: threshold: CPU until a helper is attached and measured\n")
-        }
+        (t, ThresholdFrom::Param) => pr_info!("gpq: threshold {} bytes (gpq_threshold)\n", t),
+        (_, from) => pr_info!(
+            "gpq: {}: the CPU until a helper attaches with its GPU figures\n",
+            from.name()
+        ),
     }
     Ok(())
 }

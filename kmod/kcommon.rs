@@ -8,6 +8,8 @@
 pub mod abi;
 #[path = "../common/src/alloc.rs"]
 pub mod alloc;
+#[path = "../common/src/cost.rs"]
+pub mod cost;
 #[path = "../common/src/ioctl.rs"]
 pub mod ioctl;
 #[path = "../common/src/region.rs"]

@@ -35,6 +35,7 @@ mod gaes;
 mod gpq;
 mod ivshmem;
 pub mod kcommon;
+mod policy;
 pub mod kservices;
 mod selftest;
 
@@ -304,6 +305,7 @@ impl kernel::Module for Kgpu {
         if ret != 0 {
             return Err(Error::from_errno(ret));
         }
+        policy::measure_copy();
         if let Err(e) = gaes::init() {
             // SAFETY: undoes the successful `kgpu_shim_init` above.
             unsafe { shim::kgpu_shim_exit() };

@@ -58,6 +58,8 @@ void kgpu_shim_preempt_disable(void);
 void kgpu_shim_preempt_enable(void);
 unsigned int kgpu_shim_transport_mode(void);
 unsigned int kgpu_shim_ivshmem_poll_us(void);
+unsigned int kgpu_shim_policy(unsigned int which);
+u64 kgpu_shim_time_copy_mbps(void);
 unsigned long kgpu_shim_lock(void);
 void kgpu_shim_unlock(unsigned long flags);
 void kgpu_shim_wake_helper(void);
@@ -140,6 +142,90 @@ static unsigned int ivshmem_poll_us = 50;
 module_param(ivshmem_poll_us, uint, 0644);
 MODULE_PARM_DESC(ivshmem_poll_us,
 		 "Period of the completion poll over ivshmem while requests are in flight (us, default 50)");
+
+/*
+ * gaes_policy, gpq_policy: where each service sends its work. 0 auto (the
+ * load-time choice: the helper only where the measured copies and GPU path
+ * cost less CPU time than the kernel's own code and are not slower), 1 gpu
+ * (every request the helper path takes), 2 cpu (none).
+ */
+static const char *const kgpu_policy_names[] = { "auto", "gpu", "cpu" };
+
+static int kgpu_policy_set(const char *val, const struct kernel_param *kp)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(kgpu_policy_names); i++) {
+		if (sysfs_streq(val, kgpu_policy_names[i])) {
+			WRITE_ONCE(*(unsigned int *)kp->arg, i);
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int kgpu_policy_get(char *buf, const struct kernel_param *kp)
+{
+	unsigned int v = READ_ONCE(*(unsigned int *)kp->arg);
+
+	return sysfs_emit(buf, "%s\n", kgpu_policy_names[v < 3 ? v : 0]);
+}
+
+static const struct kernel_param_ops kgpu_policy_ops = {
+	.set = kgpu_policy_set,
+	.get = kgpu_policy_get,
+};
+
+static unsigned int gaes_policy;
+module_param_cb(gaes_policy, &kgpu_policy_ops, &gaes_policy, 0644);
+MODULE_PARM_DESC(gaes_policy,
+		 "auto (default): each mode goes to the helper only where the load-time measurement says the GPU path costs less CPU and is not slower than the kernel's own AES; gpu: every request the helper path takes; cpu: none");
+
+static unsigned int gpq_policy;
+module_param_cb(gpq_policy, &kgpu_policy_ops, &gpq_policy, 0644);
+MODULE_PARM_DESC(gpq_policy,
+		 "auto (default): syndrome calls go to the helper only from the size where the load-time measurement says the GPU path costs less CPU and is not slower than the raid6 algorithm; gpu: from gpq_threshold (0 when -1); cpu: never");
+
+/* 0: gaes, 1: gpq. */
+unsigned int kgpu_shim_policy(unsigned int which)
+{
+	unsigned int v = which ? READ_ONCE(gpq_policy) : READ_ONCE(gaes_policy);
+
+	return v < 3 ? v : 0;
+}
+
+/*
+ * One core's copy rate, MB/s (bytes per microsecond): the fastest of three
+ * memcpy()s of 32 MiB between two vmalloc buffers, more than a core's share
+ * of most last-level caches, as the copies of the kernel path into and out
+ * of the region mostly are. 0 when the buffers cannot be had. Process
+ * context, at load.
+ */
+u64 kgpu_shim_time_copy_mbps(void)
+{
+	const size_t len = 32 << 20;
+	u8 *a = vmalloc(len), *b = vmalloc(len);
+	u64 best = 0;
+	int i;
+
+	if (!a || !b)
+		goto out;
+	memset(a, 0x5a, len);
+	memset(b, 0xa5, len);
+	for (i = 0; i < 3; i++) {
+		u64 t0 = ktime_get_ns(), ns;
+
+		memcpy(i & 1 ? a : b, i & 1 ? b : a, len);
+		ns = ktime_get_ns() - t0;
+		if (ns)
+			best = max_t(u64, best, (u64)len * 1000 / ns);
+		cond_resched();
+	}
+out:
+	vfree(a);
+	vfree(b);
+	return best;
+}
 
 /* The transport parameter parsed at load: 0 auto, 1 device, 2 ivshmem. */
 static unsigned int transport_mode;

@@ -4,8 +4,8 @@
  *
  * What Linux 6.12's Rust crate lacks: the `struct raid6_calls` instance with
  * its trampolines, reading and writing the exported `raid6_call`, context
- * queries, per-CPU scatterlists and output buffers, the measurement work
- * item, the debugfs file and the module parameters of gpq.
+ * queries, per-CPU scatterlists and output buffers, the debugfs file and the
+ * module parameters of gpq.
  */
 
 #include <linux/debugfs.h>
@@ -33,7 +33,6 @@ size_t kgpu_gpq_rs_show(char *buf, size_t len);
 ssize_t kgpu_shim_read_text(char __user *ubuf, size_t count, loff_t *ppos,
 			    size_t (*fill)(char *buf, size_t len));
 long kgpu_gpq_rs_command(const char *cmd, size_t len);
-void kgpu_gpq_rs_measure_work(void);
 
 /* Called from gpq.rs. */
 int kgpu_gpq_shim_init(void);
@@ -56,7 +55,6 @@ bool kgpu_gpq_pcpu_begin(struct scatterlist **sg, u8 **bounce);
 void kgpu_gpq_pcpu_end(void);
 unsigned int kgpu_gpq_sg_build(struct scatterlist *sg, void **ptrs, int start, int stop,
 			       unsigned int lead_zero, unsigned int trail_zero, size_t bytes);
-void kgpu_gpq_schedule_measure(void);
 void kgpu_gpq_sync(void);
 void **kgpu_gpq_bench_alloc(int disks, size_t bytes);
 void kgpu_gpq_bench_free(void **ptrs, int disks);
@@ -78,7 +76,7 @@ MODULE_PARM_DESC(gpq_enable,
 static long gpq_threshold = -1;
 module_param(gpq_threshold, long, 0644);
 MODULE_PARM_DESC(gpq_threshold,
-		 "gpq sends a syndrome call to the helper only from this size on (disks x bytes per disk); -1 = measured (default)");
+		 "gpq sends a syndrome call to the helper only from this size on (disks x bytes per disk), whatever gpq_policy says unless it is cpu; -1 (default): the policy's own (auto: the load-time choice; gpu: every call)");
 
 static unsigned int gpq_spin_us = 500;
 module_param(gpq_spin_us, uint, 0644);
@@ -322,20 +320,6 @@ unsigned int kgpu_gpq_sg_build(struct scatterlist *sg, void **ptrs, int start, i
 	return n;
 }
 
-/* ---- measurement ----------------------------------------------------------- */
-
-static void gpq_measure_fn(struct work_struct *work)
-{
-	kgpu_gpq_rs_measure_work();
-}
-static DECLARE_WORK(gpq_measure, gpq_measure_fn);
-
-/* Any context. */
-void kgpu_gpq_schedule_measure(void)
-{
-	schedule_work(&gpq_measure);
-}
-
 /* disks blocks of `bytes` (random data, linear map), or NULL. */
 void **kgpu_gpq_bench_alloc(int disks, size_t bytes)
 {
@@ -455,6 +439,5 @@ void kgpu_gpq_shim_exit(void)
 {
 	debugfs_remove(gpq_debugfs);
 	gpq_debugfs = NULL;
-	cancel_work_sync(&gpq_measure);
 	gpq_free_buffers();
 }

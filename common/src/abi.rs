@@ -18,7 +18,7 @@ use super::sync::{AtomicU32, AtomicU64};
 /// "KGPURGN\0" little-endian.
 pub const REGION_MAGIC: u64 = u64::from_le_bytes(*b"KGPURGN\0");
 /// Bumped on every incompatible change of this file or of a service encoding.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 /// The header occupies the first page of the region.
 pub const HEADER_SIZE: u32 = 4096;
 /// Alignment of the rings and of the data area inside the region.
@@ -394,6 +394,49 @@ pub struct RegionHeader {
     pub cq_flags: AtomicU32,
     /// Incremented by the helper at least every 100 ms while attached.
     pub heartbeat: AtomicU64,
+    _reserved1: [u64; 4],
+    /// What the helper measured of its GPU path, per service id (index
+    /// `service`; ids at or above [`FIGURE_SLOTS`] have none). Written before
+    /// the helper attaches or offers the region, read once by the kernel when
+    /// it attaches; all zero: no GPU path (a CPU backend).
+    pub gpu: [GpuFigures; FIGURE_SLOTS],
+}
+
+/// Service ids that have a [`GpuFigures`] slot in the header.
+pub const FIGURE_SLOTS: usize = 8;
+
+/// One service's GPU path as the helper measured it at start-up (ABI 3):
+/// the kernel's load-time choice between the GPU path and its own CPU code
+/// weighs these against what it measured itself. Any bit pattern is valid:
+/// the kernel's cost model treats zero or absurd figures as "no GPU path".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuFigures {
+    /// Throughput of large requests through the helper, MB/s (10^6 B/s); 0:
+    /// no GPU path.
+    pub mbps: u64,
+    /// Round trip of a small request (submission to completion), ns.
+    pub rtt_ns: u64,
+    /// Smallest request (payload bytes) the helper sends to the GPU; smaller
+    /// ones run on its CPU worker.
+    pub crossover: u64,
+    /// Zero.
+    pub reserved: u64,
+}
+
+impl GpuFigures {
+    /// No GPU path.
+    pub const NONE: GpuFigures = GpuFigures {
+        mbps: 0,
+        rtt_ns: 0,
+        crossover: 0,
+        reserved: 0,
+    };
+
+    /// Whether the figures describe a GPU path at all.
+    pub const fn present(&self) -> bool {
+        self.mbps != 0
+    }
 }
 
 #[cfg(not(loom))]
@@ -404,4 +447,6 @@ const _: () = {
     assert!(core::mem::size_of::<RingIndices>() == 2 * CACHE_LINE);
     assert!(core::mem::size_of::<RegionHeader>() <= HEADER_SIZE as usize);
     assert!(core::mem::offset_of!(RegionHeader, sq_flags) % CACHE_LINE == 0);
+    assert!(core::mem::offset_of!(RegionHeader, gpu) % CACHE_LINE == 0);
+    assert!(core::mem::size_of::<GpuFigures>() == 32);
 };

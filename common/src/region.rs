@@ -6,8 +6,8 @@
 //! change the geometry after it was checked. All checks are total.
 
 use super::abi::{
-    feature, helper_state, Cqe, RegionHeader, RingIndices, Sqe, ABI_VERSION, HEADER_SIZE,
-    MAX_REGION_SIZE, PAGE_SIZE, REGION_MAGIC,
+    feature, helper_state, Cqe, GpuFigures, RegionHeader, RingIndices, Sqe, ABI_VERSION,
+    FIGURE_SLOTS, HEADER_SIZE, MAX_REGION_SIZE, PAGE_SIZE, REGION_MAGIC,
 };
 use super::ring::{ring_bytes, valid_entries};
 use super::sync::Ordering;
@@ -259,6 +259,49 @@ pub unsafe fn init_header(base: *mut u8, g: &Geometry, features: u64) {
     }
 }
 
+/// The GPU figures the helper published for `service` (none for an id
+/// without a slot), each field read once.
+///
+/// # Safety
+/// `hdr` must be valid for reads of a whole [`RegionHeader`].
+pub unsafe fn read_gpu_figures(hdr: *const RegionHeader, service: u16) -> GpuFigures {
+    let i = service as usize;
+    if i >= FIGURE_SLOTS {
+        return GpuFigures::NONE;
+    }
+    // SAFETY: the caller guarantees the header is readable; `i` is in bounds
+    // and the field pointers are derived without creating references.
+    unsafe {
+        let f = core::ptr::addr_of!((*hdr).gpu[i]);
+        GpuFigures {
+            mbps: core::ptr::read_volatile(core::ptr::addr_of!((*f).mbps)),
+            rtt_ns: core::ptr::read_volatile(core::ptr::addr_of!((*f).rtt_ns)),
+            crossover: core::ptr::read_volatile(core::ptr::addr_of!((*f).crossover)),
+            reserved: 0,
+        }
+    }
+}
+
+/// Writes the GPU figures of `service` into a header the caller owns (before
+/// the region is attached or offered). Ids without a slot are ignored.
+///
+/// # Safety
+/// `hdr` must be valid for writes of a whole [`RegionHeader`] that no one
+/// else reads or writes as plain fields now.
+pub unsafe fn write_gpu_figures(hdr: *mut RegionHeader, service: u16, f: GpuFigures) {
+    let i = service as usize;
+    if i >= FIGURE_SLOTS {
+        return;
+    }
+    // SAFETY: as the caller guarantees; `i` is in bounds.
+    unsafe {
+        core::ptr::write_volatile(
+            core::ptr::addr_of_mut!((*hdr).gpu[i]),
+            GpuFigures { reserved: 0, ..f },
+        )
+    };
+}
+
 /// Resets both rings to empty and clears the flag words: done by whoever
 /// takes over a region (the kernel at attach, the stand-in at creation),
 /// never while the other side is running.
@@ -300,6 +343,40 @@ mod tests {
             data_off: g.data_off,
             data_size: g.data_size,
             features: KNOWN_FEATURES,
+        }
+    }
+
+    #[test]
+    fn gpu_figures_round_trip_and_fresh_headers_have_none() {
+        use crate::abi::service;
+        let g = Geometry::new(64, 64, 65536).unwrap();
+        let mut mem = std::vec![0u64; g.region_size as usize / 8];
+        let base = mem.as_mut_ptr().cast::<u8>();
+        // SAFETY: `mem` is the whole region, aligned and ours.
+        unsafe { init_header(base, &g, KNOWN_FEATURES) };
+        let hdr = base.cast::<RegionHeader>();
+        let f = GpuFigures {
+            mbps: 46_000,
+            rtt_ns: 30_000,
+            crossover: 1 << 20,
+            reserved: 7,
+        };
+        // SAFETY: as above; nothing else reads the header.
+        unsafe {
+            assert_eq!(read_gpu_figures(hdr, service::AES), GpuFigures::NONE);
+            write_gpu_figures(hdr, service::AES, f);
+            // Out of range ids are ignored, and read as none.
+            write_gpu_figures(hdr, FIGURE_SLOTS as u16, f);
+            assert_eq!(read_gpu_figures(hdr, FIGURE_SLOTS as u16), GpuFigures::NONE);
+            let back = read_gpu_figures(hdr, service::AES);
+            assert_eq!(back, GpuFigures { reserved: 0, ..f });
+            assert!(back.present());
+            assert_eq!(read_gpu_figures(hdr, service::RAID6), GpuFigures::NONE);
+            // The figures are not part of the layout: the header still validates.
+            assert_eq!(HeaderSnapshot::read(hdr).validate(g.region_size), Ok(g));
+            // A fresh header has none again.
+            init_header(base, &g, KNOWN_FEATURES);
+            assert!(!read_gpu_figures(hdr, service::AES).present());
         }
     }
 

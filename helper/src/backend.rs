@@ -23,6 +23,11 @@ pub trait Backend: Send {
     fn decisions(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// What this backend measured of its GPU path, per service id, for the
+    /// region header ([`kgpu_common::abi::GpuFigures`]): none without a GPU.
+    fn gpu_figures(&self) -> Vec<(u16, kgpu_common::abi::GpuFigures)> {
+        Vec::new()
+    }
 }
 
 /// Builds the completion of `sqe` from an execution result.

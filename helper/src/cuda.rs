@@ -312,6 +312,9 @@ pub struct CudaBackend {
     /// Per service (AES, RAID6): requests of at least this many bytes go to
     /// the GPU, smaller ones to the CPU.
     pub crossover: [u64; 2],
+    /// Per service (AES, RAID6): what [`CudaBackend::calibrate`] measured of
+    /// the GPU path, for the region header.
+    figures: [kgpu_common::abi::GpuFigures; 2],
     decisions: Decisions,
     registered: bool,
     wholes: std::collections::HashMap<(u32, u32), Whole>,
@@ -361,6 +364,7 @@ impl CudaBackend {
             outstanding: 0,
             done: Vec::new(),
             crossover: [opts.gpu_min_bytes.unwrap_or(0); 2],
+            figures: [kgpu_common::abi::GpuFigures::NONE; 2],
             decisions: Decisions::default(),
             registered: false,
             wholes: std::collections::HashMap::new(),
@@ -507,13 +511,22 @@ impl CudaBackend {
     /// smallest probe size at which a GPU round trip beats one CPU thread
     /// (AES-XTS with 4 KiB sectors; RAID6 gen_syndrome over 16 disks). Runs
     /// on a private page-locked scratch buffer, never on the shared data area.
-    pub fn calibrate(&mut self) -> [u64; 2] {
+    /// Also records what the kernel's load-time choice needs of the GPU path
+    /// ([`Backend::gpu_figures`]): the round trip of the smallest probe and
+    /// the rate of one request of the largest (4 MiB, not pipelined: a lower
+    /// bound of what the ring sustains). With `fixed` the crossover is that
+    /// instead of the measured one (`KGPU_GPU_MIN_BYTES`).
+    pub fn calibrate(&mut self, fixed: Option<u64>) -> [u64; 2] {
         use crate::dispatch::CpuServices;
         use crate::workload::{DirectBuf, Job, Rng};
+        use kgpu_common::abi::GpuFigures;
         const SCRATCH: usize = 16 << 20;
         const NONE: u64 = 16 << 20;
+        const PROBES: [usize; 6] = [4096, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20];
+        let none = fixed.map_or([NONE; 2], |f| [f; 2]);
+        self.figures = [GpuFigures::NONE; 2];
         if self.area.size() < SCRATCH as u64 || self.gpus.is_empty() {
-            self.crossover = [NONE; 2];
+            self.crossover = none;
             return self.crossover;
         }
         let mut scratch = vec![0u64; SCRATCH / 8];
@@ -523,7 +536,7 @@ impl CudaBackend {
             && unsafe { sys::cuMemHostRegister_v2(scratch.as_mut_ptr().cast(), SCRATCH, 0) }
                 == sys::CUresult::CUDA_SUCCESS;
         if !registered {
-            self.crossover = [NONE; 2];
+            self.crossover = none;
             return self.crossover;
         }
         // SAFETY: the scratch buffer is ours and outlives the swap.
@@ -548,10 +561,28 @@ impl CudaBackend {
                 crate::workload::random_raid6_gen(rng, 16, unit as u32)
             }
         };
-        let mut result = [NONE; 2];
+        let mut result = none;
         for (svc, slot) in result.iter_mut().enumerate() {
-            for size in [4096usize, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20] {
+            let mut crossover = None;
+            let mut rtt = None;
+            let mut rate = 0u64;
+            for (k, size) in PROBES.into_iter().enumerate() {
+                let last = k + 1 == PROBES.len();
+                // Past the crossover only the largest probe is still needed.
+                if crossover.is_some() && !last {
+                    continue;
+                }
                 let job = probe(svc, size, &mut rng);
+                let Some(gpu) = self.time_gpu_roundtrip(&job) else {
+                    break;
+                };
+                rtt.get_or_insert(gpu);
+                if last {
+                    rate = (job.payload() as u128 * 1000 / gpu.as_nanos().max(1)) as u64;
+                }
+                if crossover.is_some() {
+                    continue;
+                }
                 let mut buf = DirectBuf::new(&job);
                 let _ = buf.run(&job, &services);
                 // The fastest of several runs: noise only ever adds time.
@@ -562,17 +593,24 @@ impl CudaBackend {
                     let _ = buf.rerun(&services);
                     cpu = cpu.min(r.elapsed());
                 }
-                let Some(gpu) = self.time_gpu_roundtrip(&job) else {
-                    break;
-                };
                 log::debug!(
                     "crossover probe {} {size} B: cpu {cpu:?}, gpu {gpu:?}",
                     job.name()
                 );
                 if gpu < cpu {
-                    *slot = job.payload();
-                    break;
+                    crossover = Some(job.payload());
                 }
+            }
+            if fixed.is_none() {
+                *slot = crossover.unwrap_or(NONE);
+            }
+            if let (Some(rtt), true) = (rtt, rate > 0) {
+                self.figures[svc] = GpuFigures {
+                    mbps: rate,
+                    rtt_ns: rtt.as_nanos().min(u64::MAX as u128) as u64,
+                    crossover: *slot,
+                    reserved: 0,
+                };
             }
         }
         self.area = shared;
@@ -1020,6 +1058,14 @@ impl Backend for CudaBackend {
 
     fn outstanding(&self) -> usize {
         self.outstanding + self.cpu.outstanding()
+    }
+
+    fn gpu_figures(&self) -> Vec<(u16, kgpu_common::abi::GpuFigures)> {
+        [service::AES, service::RAID6]
+            .into_iter()
+            .zip(self.figures)
+            .filter(|(_, f)| f.present())
+            .collect()
     }
 
     fn decisions(&self) -> Vec<(&'static str, u64)> {

@@ -130,9 +130,70 @@ pub fn check_sizes(sizes: &[(&str, usize)], data_mib: u64) -> Result<(), String>
     Ok(())
 }
 
+/// One `--gpu-figures` value: `SERVICE=MBPS,RTT_US,CROSSOVER` (service `aes`
+/// or `raid6`; MB/s, microseconds, bytes), the figures a helper publishes in
+/// the region header for the kernel's load-time choice.
+pub fn parse_gpu_figures(s: &str) -> Result<(u16, kgpu_common::abi::GpuFigures), String> {
+    use kgpu_common::abi::{service, GpuFigures};
+    let want = "SERVICE=MBPS,RTT_US,CROSSOVER (service aes or raid6; e.g. aes=40000,30,65536)";
+    let (name, rest) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: want {want}"))?;
+    let id = match name {
+        "aes" => service::AES,
+        "raid6" => service::RAID6,
+        _ => return Err(format!("{name:?}: unknown service; want {want}")),
+    };
+    let v: Vec<u64> = rest
+        .split(',')
+        .map(|x| x.trim().parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{rest:?}: not three whole numbers; want {want}"))?;
+    let [mbps, rtt_us, crossover] = v[..] else {
+        return Err(format!("{rest:?}: not three numbers; want {want}"));
+    };
+    if mbps == 0 {
+        return Err(format!(
+            "{s:?}: MB/s of 0 would mean no GPU path; want {want}"
+        ));
+    }
+    let rtt_ns = rtt_us
+        .checked_mul(1000)
+        .ok_or_else(|| format!("{rtt_us} us: too large"))?;
+    Ok((
+        id,
+        GpuFigures {
+            mbps,
+            rtt_ns,
+            crossover,
+            reserved: 0,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_figures_parse_and_refuse() {
+        let (id, f) = parse_gpu_figures("aes=40000,30,65536").unwrap();
+        assert_eq!(id, kgpu_common::abi::service::AES);
+        assert_eq!((f.mbps, f.rtt_ns, f.crossover), (40000, 30_000, 65536));
+        let (id, _) = parse_gpu_figures("raid6=1,0,0").unwrap();
+        assert_eq!(id, kgpu_common::abi::service::RAID6);
+        for bad in [
+            "aes",
+            "des=1,2,3",
+            "aes=1,2",
+            "aes=1,2,3,4",
+            "aes=0,1,1",
+            "aes=x,1,1",
+            "aes=1,18446744073709551615,0",
+        ] {
+            assert!(parse_gpu_figures(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn data_mib_bounds() {

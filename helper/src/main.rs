@@ -97,6 +97,12 @@ enum Cmd {
         /// (default /run/kgpu-helper.json as root, else in $TMPDIR).
         #[arg(long)]
         stats_file: Option<PathBuf>,
+        /// For tests of the kernel's load-time choice: publish these GPU
+        /// figures in the region header instead of what the backend measured,
+        /// as SERVICE=MBPS,RTT_US,CROSSOVER (service aes or raid6; repeat for
+        /// both). The requests still run on the chosen backend.
+        #[arg(long, hide = true, value_parser = limits::parse_gpu_figures)]
+        gpu_figures: Vec<(u16, kgpu_common::abi::GpuFigures)>,
     },
     /// Show the kernel module's counters and the helper's statistics.
     Stats {
@@ -287,12 +293,11 @@ fn make_backend(
         };
         match CudaBackend::new(region.data(), opts) {
             Ok(mut b) => {
-                if opts.gpu_min_bytes.is_none() {
-                    let [aes, raid6] = b.calibrate();
-                    log::info!(
-                        "to the GPU: AES requests of {aes} bytes and more, RAID6 of {raid6} and more (measured); smaller ones run on the CPU"
-                    );
-                }
+                let [aes, raid6] = b.calibrate(opts.gpu_min_bytes);
+                log::info!(
+                    "to the GPU: AES requests of {aes} bytes and more, RAID6 of {raid6} and more ({}); smaller ones run on the CPU",
+                    if opts.gpu_min_bytes.is_some() { "KGPU_GPU_MIN_BYTES" } else { "measured" }
+                );
                 log::info!("CUDA backend on {}", b.gpu_names().join(", "));
                 Ok(Box::new(b))
             }
@@ -460,8 +465,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             cpu_workers,
             data_mib,
             stats_file,
+            gpu_figures,
         } => {
             let stop = stop_flag()?;
+            let figures = (!gpu_figures.is_empty()).then_some(gpu_figures);
             let stats = Stats::default();
             let opts = ServeOptions {
                 stats_file: Some(stats_file.unwrap_or_else(default_stats_file)),
@@ -471,8 +478,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 serve_guest(
                     &path,
                     ivshmem_mib,
-                    backend,
-                    cpu_workers,
+                    (backend, cpu_workers),
+                    figures.as_deref(),
                     stop,
                     &opts,
                     &stats,
@@ -483,6 +490,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Some(path) => {
                     let region = SharedRegion::open(&path)?;
                     let mut be = make_backend(backend, &region, cpu_workers)?;
+                    publish_figures(&region, be.as_ref(), figures.as_deref());
                     serve(
                         &region,
                         &RegionTransport,
@@ -502,6 +510,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     // The backend first: it must be ready (and its start-up
                     // calibration done) before the kernel can submit.
                     let mut be = make_backend(backend, &region, cpu_workers)?;
+                    publish_figures(&region, be.as_ref(), figures.as_deref());
                     device::attach(&dev, &dev_path, &region)?;
                     let t = DeviceTransport { fd: dev.as_fd() };
                     serve(
@@ -532,8 +541,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 fn serve_guest(
     path: &std::path::Path,
     mib: Option<u64>,
-    backend: BackendKind,
-    cpu_workers: usize,
+    (backend, cpu_workers): (BackendKind, usize),
+    figures: Option<&[(u16, kgpu_common::abi::GpuFigures)]>,
     stop: &AtomicBool,
     opts: &ServeOptions,
     stats: &Stats,
@@ -552,6 +561,7 @@ fn serve_guest(
     };
     while !stop.load(Ordering::Relaxed) {
         let mut be = make_backend(backend, &region, cpu_workers)?;
+        publish_figures(&region, be.as_ref(), figures);
         match serve(&region, &t, be.as_mut(), stop, opts.clone(), stats) {
             Ok(Ended::Stopped) | Err(ServeError::Stopped) => break,
             Ok(Ended::SessionOver) => {
@@ -561,6 +571,32 @@ fn serve_guest(
         }
     }
     Ok(())
+}
+
+/// Puts the backend's GPU figures (or the `--gpu-figures` given for tests)
+/// in the region header, where the kernel reads them when it attaches.
+fn publish_figures(
+    region: &SharedRegion,
+    be: &dyn Backend,
+    given: Option<&[(u16, kgpu_common::abi::GpuFigures)]>,
+) {
+    let figures = given.map_or_else(|| be.gpu_figures(), <[_]>::to_vec);
+    for (id, f) in &figures {
+        log::info!(
+            "published for the kernel: service {id}: {} MB/s, round trip {} us, crossover {} bytes{}",
+            f.mbps,
+            f.rtt_ns / 1000,
+            f.crossover,
+            if given.is_some() { " (--gpu-figures)" } else { "" }
+        );
+    }
+    if figures.is_empty() {
+        log::info!(
+            "published for the kernel: no GPU path ({} backend)",
+            be.name()
+        );
+    }
+    region.publish_gpu_figures(&figures);
 }
 
 fn backend_arg(kind: BackendKind) -> &'static str {

@@ -140,6 +140,7 @@ impl IvshmemTransport {
                 kgpu_common::region::KNOWN_FEATURES,
             )
         };
+        region.rewrite_gpu_figures();
         h.helper_pid.store(me, Ordering::Release);
         h.helper_state
             .store(helper_state::OFFERED, Ordering::Release);

@@ -1,7 +1,7 @@
 //! The region in userspace: created in a memfd (or a file, so another process
 //! can open it), mapped shared, locked in memory, with futex doorbells.
 
-use kgpu_common::abi::{Cqe, RegionHeader, RingIndices, Sqe};
+use kgpu_common::abi::{Cqe, GpuFigures, RegionHeader, RingIndices, Sqe};
 use kgpu_common::region::{self, Geometry, HeaderSnapshot, RegionError, KNOWN_FEATURES};
 use kgpu_common::ring::{Consumer, Producer};
 use memmap2::{MmapOptions, MmapRaw};
@@ -83,6 +83,9 @@ pub struct SharedRegion {
     geo: Geometry,
     file: File,
     locked: bool,
+    /// What [`SharedRegion::publish_gpu_figures`] was last given, written
+    /// again into every fresh header ([`SharedRegion::rewrite_gpu_figures`]).
+    figures: std::sync::Mutex<Vec<(u16, GpuFigures)>>,
 }
 
 // SAFETY: the mapping is shared memory accessed only through atomics, the
@@ -140,6 +143,7 @@ impl SharedRegion {
             geo,
             file,
             locked: false,
+            figures: Default::default(),
         };
         r.lock();
         Ok(r)
@@ -234,6 +238,7 @@ impl SharedRegion {
             geo,
             file,
             locked: false,
+            figures: Default::default(),
         };
         r.lock();
         Ok(r)
@@ -282,6 +287,43 @@ impl SharedRegion {
     /// Never true: a region has at least a header.
     pub fn is_empty(&self) -> bool {
         false
+    }
+
+    /// Publishes what the backend measured of its GPU path, per service, in
+    /// the header: before the region is attached or offered (the kernel reads
+    /// them once, when it attaches). The other services' slots are zeroed.
+    pub fn publish_gpu_figures(&self, figures: &[(u16, GpuFigures)]) {
+        *self.figures.lock().unwrap_or_else(|e| e.into_inner()) = figures.to_vec();
+        self.rewrite_gpu_figures();
+    }
+
+    /// Writes the published figures again (after a fresh header was written).
+    pub fn rewrite_gpu_figures(&self) {
+        let figures = self.figures.lock().unwrap_or_else(|e| e.into_inner());
+        let hdr = self.map.as_mut_ptr().cast::<RegionHeader>();
+        for id in 0..kgpu_common::abi::FIGURE_SLOTS as u16 {
+            let f = figures
+                .iter()
+                .find(|(s, _)| *s == id)
+                .map_or(GpuFigures::NONE, |&(_, f)| f);
+            // SAFETY: the mapping starts with a header; the figures are plain
+            // fields the kernel reads only once the region is attached, which
+            // callers do after this.
+            unsafe { region::write_gpu_figures(hdr, id, f) };
+        }
+    }
+
+    /// The figures in the header now, per service with a slot.
+    pub fn gpu_figures(&self) -> Vec<(u16, GpuFigures)> {
+        let hdr = self.map.as_ptr().cast::<RegionHeader>();
+        (0..kgpu_common::abi::FIGURE_SLOTS as u16)
+            .map(|id| {
+                // SAFETY: the mapping starts with a header.
+                let f = unsafe { region::read_gpu_figures(hdr, id) };
+                (id, f)
+            })
+            .filter(|(_, f)| f.present())
+            .collect()
     }
 
     /// The header.
@@ -438,5 +480,36 @@ pub fn futex_wake(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE only uses the address as a key.
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kgpu_common::abi::service;
+
+    #[test]
+    fn published_figures_survive_a_fresh_header() {
+        let spec = RegionSpec {
+            data_size: 1 << 20,
+            ..RegionSpec::default()
+        };
+        let r = SharedRegion::create(None, spec).unwrap();
+        assert!(r.gpu_figures().is_empty());
+        let f = GpuFigures {
+            mbps: 12_000,
+            rtt_ns: 25_000,
+            crossover: 256 << 10,
+            reserved: 0,
+        };
+        r.publish_gpu_figures(&[(service::RAID6, f)]);
+        assert_eq!(r.gpu_figures(), vec![(service::RAID6, f)]);
+        // SAFETY: our own region, no kernel or helper on it.
+        unsafe { region::init_header(r.base(), r.geometry(), KNOWN_FEATURES) };
+        assert!(r.gpu_figures().is_empty());
+        r.rewrite_gpu_figures();
+        assert_eq!(r.gpu_figures(), vec![(service::RAID6, f)]);
+        r.publish_gpu_figures(&[]);
+        assert!(r.gpu_figures().is_empty());
     }
 }

@@ -27,8 +27,15 @@ crypto_untested() {
 # Every insmod of kgpu waits for the self-tests of its algorithms, so that no
 # test uses (or unloads) a driver that the crypto manager is still testing.
 # KGPU_INSMOD_ARGS (set by a suite): parameters for every load of kgpu.
+# Every load also forces gaes_policy=gpu (before the test's own arguments,
+# which may say otherwise): the tests' helper is a CPU backend that publishes
+# no GPU figures, so under the default `auto` gaes would keep every request on
+# the kernel's CPU code and the data-path tests would test nothing. The
+# policy tests set `auto` themselves.
 insmod() {
-    command insmod "$@" $SLOW_ARGS ${KGPU_INSMOD_ARGS:-} || return
+    ko=$1
+    shift
+    command insmod "$ko" gaes_policy=gpu "$@" $SLOW_ARGS ${KGPU_INSMOD_ARGS:-} || return
     i=0
     while [ "$(crypto_untested)" != 0 ]; do
         if [ $i -ge $((1200 * SLOW)) ]; then
@@ -120,6 +127,48 @@ stop_server() {
     wait "$SERVER_PID" 2>/dev/null
     SERVER_PID=
     wait_state detached
+}
+
+# decision_check TEXT: TEXT is a debugfs decision line after its name
+# ("gpu G threshold T cpu_mbps ... reason R"); recomputes the cost model
+# (common/src/cost.rs) from the inputs the line gives and fails, saying
+# what differs, unless the numbers and the reason are what they give.
+# Leaves the pairs in d_NAME variables.
+decision_check() {
+    set -- $1
+    while [ $# -ge 2 ]; do
+        case $1 in
+        gpu | threshold | cpu_mbps | copy_mbps | copy_num | copy_den | gpu_mbps | rtt_ns | crossover | at | cpu_ns | gpu_cpu_ns | gpu_latency_ns | reason) eval "d_$1=\$2" ;;
+        *) echo "decision: unknown field $1"; return 1 ;;
+        esac
+        shift 2
+    done
+    [ -n "$d_reason" ] && [ -n "$d_at" ] || { echo "decision: incomplete line"; return 1; }
+    if [ "$d_gpu_mbps" = 0 ]; then
+        want=no_gpu_path
+    elif [ "$d_cpu_mbps" = 0 ] || [ "$d_copy_mbps" = 0 ] || [ "$d_copy_den" = 0 ]; then
+        want=bad_inputs
+    else
+        cpu=$(( (d_at * 1000 + d_cpu_mbps - 1) / d_cpu_mbps ))
+        copied=$(( d_at * d_copy_num / d_copy_den ))
+        copy=$(( (copied * 1000 + d_copy_mbps - 1) / d_copy_mbps ))
+        xfer=$(( (d_at * 1000 + d_gpu_mbps - 1) / d_gpu_mbps ))
+        gcpu=$((copy + xfer))
+        lat=$((d_rtt_ns + xfer + copy))
+        expect_eq "cpu_ns of $d_at B at $d_cpu_mbps MB/s" "$d_cpu_ns" "$cpu" || return 1
+        expect_eq "gpu path cpu_ns" "$d_gpu_cpu_ns" "$gcpu" || return 1
+        expect_eq "gpu path latency" "$d_gpu_latency_ns" "$lat" || return 1
+        if [ "$d_at" -lt "$d_crossover" ]; then
+            want=below_crossover
+        elif [ $gcpu -ge $cpu ]; then
+            want=costs_more_cpu
+        elif [ $lat -gt $cpu ]; then
+            want=slower
+        else
+            want=gpu
+        fi
+    fi
+    expect_eq "reason at $d_at B" "$d_reason" "$want"
 }
 
 expect_eq() {

@@ -114,6 +114,32 @@ e2e_run() {
     "$@" && gpu_note $svcs
 }
 
+# ---- the load-time choice --------------------------------------------------
+
+# With the host's helper: what it published (CUDA: its GPU path's figures;
+# the CPU backend: none), the decisions each service logged from them and
+# this guest's own timings (under TCG: emulated, slow CPU code), each
+# consistent with the cost model; dm-crypt under `auto` follows gaes's.
+test_ivs_policy() {
+    start_server || return 1
+    dmesg | grep -E 'kgpu: (copies|gaes: [a-z]+\(aes\): [cg]pu|gpq: raid6: [cg]pu)' | tail -n 10 \
+        | sed 's/^\[[ 0-9.]*\] //' >> /tmp/t.info
+    gaes_decisions_check || return 1
+    line=$(sed -n 's/^decision: //p' $D/gpq)
+    decision_check "$line" || return 1
+    echo "    gpq: $line" >> /tmp/t.info
+    if [ "$E2E_BACKEND" = cuda ]; then
+        [ "$d_gpu_mbps" -gt 0 ] || { echo "the CUDA helper published no GPU path"; return 1; }
+    else
+        expect_eq "gpu figures of a CPU helper" "$d_gpu_mbps" 0 || return 1
+    fi
+    echo auto > $P/gaes_policy
+    policy_follows "auto, the host's helper"
+    r=$?
+    echo gpu > $P/gaes_policy
+    return $r
+}
+
 # ---- the transport --------------------------------------------------------
 
 test_ivs_load() {
@@ -257,6 +283,7 @@ e2e gaes_dmcrypt_cbc_cross_read aes test_gaes_dm_cbc
 e2e gaes_dmcrypt_ecb_cross_read aes test_gaes_dm_ecb
 t ivshmem_dmcrypt_all_modes_read_unloaded test_ivs_dm_unloaded
 e2e gaes_dmcrypt_helper_killed aes test_gaes_dm_helper_killed
+t ivshmem_policy_auto_decides test_ivs_policy
 G=$D/gpq
 e2e gpq_md_raid6_write_check raid6 test_md_create_check
 e2e gpq_md_two_failed_reads raid6 test_md_two_failed

@@ -308,7 +308,7 @@ echo $HUNG_TASK_S > /proc/sys/kernel/hung_task_timeout_secs
 # of 20 ms: enough for most helper round trips under TCG (about 7 % time out),
 # short enough that calls spinning with preemption off while the helper is
 # being killed do not starve the rest of the guest.
-setup_step insmod insmod /kgpu.ko gpq_threshold=0 gpq_spin_us=20000 gpq_wake_us=20000
+setup_step insmod insmod /kgpu.ko gaes_policy=gpu gpq_threshold=0 gpq_spin_us=20000 gpq_wake_us=20000
 setup_step helper start_helper
 
 for i in 0 1 2 3 4 5; do
@@ -406,7 +406,7 @@ for s in aes raid6; do
     [ "$sub" = $((okc + err + tmo + det)) ] || acc=1
 done
 g_req=$(gaes_of requests) g_q=$(gaes_of queued) g_gpu=$(gaes_of gpu_requests) g_redo=$(gaes_of cpu_redo)
-g_inline=$(( $(gaes_of cpu_nohelper) + $(gaes_of cpu_small) + $(gaes_of cpu_busy) + $(gaes_of cpu_other) ))
+g_inline=$(( $(gaes_of cpu_nohelper) + $(gaes_of cpu_small) + $(gaes_of cpu_busy) + $(gaes_of cpu_other) + $(gaes_of cpu_policy) ))
 acc_info="$acc_info gaes: requests $g_req = queued $g_q + cpu inline $g_inline (nohelper $(gaes_of cpu_nohelper) small $(gaes_of cpu_small) busy $(gaes_of cpu_busy) other $(gaes_of cpu_other)), queued = helper $g_gpu + cpu_redo $g_redo;"
 [ "$g_req" = $((g_q + g_inline)) ] && [ "$g_q" = $((g_gpu + g_redo)) ] || acc=1
 q_calls=$(( $(gpq_of gen_calls) + $(gpq_of xor_calls) ))

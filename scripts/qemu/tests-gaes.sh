@@ -220,6 +220,95 @@ test_gaes_dm_cbc() {
     cross capi:gaes_cbc-plain64 aes-cbc-plain64 32
 }
 
+# ---- the load-time choice (gaes_policy) ----------------------------------------
+
+# gaes_decisions_check: every mode's debugfs decision line agrees with the
+# cost model recomputed from its own inputs; the chosen path ("gpu" 0/1) is
+# the model's answer at the largest batch.
+gaes_decisions_check() {
+    for m in ecb cbc ctr xts; do
+        line=$(sed -n "s/^decision $m: //p" $G)
+        [ -n "$line" ] || { echo "no decision line for $m"; cat $G; return 1; }
+        decision_check "$line" || { echo "$m: $line"; return 1; }
+        if [ "$d_reason" = gpu ]; then want=1; else want=0; fi
+        expect_eq "$m: gpu for reason $d_reason" "$d_gpu" $want || return 1
+        echo "    $m: $line" >> /tmp/t.info
+    done
+}
+
+# policy_write MODE: 1 MiB through dm-crypt capi:gaes_xts with the policy in
+# force, read back through the kernel's own aes-xts-plain64; the gaes
+# counters of the write in /tmp/gaes-pol.stats.
+policy_write() {
+    dm_setup 1 || { dm_teardown; return 1; }
+    key=$(hexkey 64)
+    dd if=/dev/urandom of=/tmp/gaes-plain bs=1M count=1 2>/dev/null
+    echo reset > $G
+    r=1
+    dm_write capi:gaes_xts-plain64 $key /tmp/gaes-plain && cp $G /tmp/gaes-pol.stats &&
+        dm_read aes-xts-plain64 $key /tmp/gaes-back &&
+        { cmp /tmp/gaes-plain /tmp/gaes-back || { echo "data reads back wrong"; false; }; } && r=0
+    dm_teardown
+    [ $r = 0 ] || return 1
+    pg=$(gstat gpu_requests /tmp/gaes-pol.stats) pc=$(gstat cpu_policy /tmp/gaes-pol.stats)
+    pb=$(gstat batch_cpu /tmp/gaes-pol.stats)
+    echo "  $1: gpu_requests=$pg cpu_policy=$pc batch_cpu=$pb cpu_redo=$(gstat cpu_redo /tmp/gaes-pol.stats) requests=$(gstat requests /tmp/gaes-pol.stats)" >> /tmp/t.info
+}
+
+# policy_follows LABEL: under `auto`, dm-crypt xts goes where the decision
+# says: every request placed in a batch when it is gpu (batches below the
+# threshold are redone on the CPU), none when it is cpu.
+policy_follows() {
+    decision_check "$(sed -n "s/^decision xts: //p" $G)" || return 1
+    policy_write "$1: xts gpu $d_gpu threshold $d_threshold" || return 1
+    if [ "$d_gpu" = 1 ]; then
+        expect_eq cpu_policy "$pc" 0 && [ $((pg + pb)) -gt 0 ] || { cat /tmp/gaes-pol.stats; return 1; }
+    else
+        expect_eq gpu_requests "$pg" 0 && [ "$pc" -gt 0 ] || { cat /tmp/gaes-pol.stats; return 1; }
+    fi
+}
+
+# gaes_policy: the kernel's own AES is timed per mode at load (logged, the
+# driver named); with a helper that publishes no GPU path `auto` keeps every
+# request on the CPU; with GPU figures published (--gpu-figures, for this
+# test: the CPU backend still answers) `auto` decides per mode from the
+# numbers it logs, and dm-crypt follows the decision; `gpu` and `cpu` force
+# either path whatever the figures say.
+test_gaes_policy() {
+    for m in ecb cbc ctr xts; do
+        dmesg | grep -qE "kgpu: gaes: $m\(aes\): cpu [^ ]+ [1-9][0-9]* MB/s/core \(gaes's own cpu path [^ ]+ [1-9][0-9]* MB/s/core\)" \
+            || { dmesg | grep 'kgpu: gaes'; echo "no timing of $m at load"; return 1; }
+    done
+    dmesg | grep -qE 'kgpu: copies: [1-9][0-9]* MB/s' || { echo "no copy timing at load"; return 1; }
+    dmesg | grep -E 'kgpu: (copies|gaes: [a-z]+\(aes\): cpu [^(]*\(gaes)' | sed 's/^\[[ 0-9.]*\] //' >> /tmp/t.info
+    echo auto > $P/gaes_policy || return 1
+    # No GPU path published: the CPU.
+    start_server $(helper_cmd) || { echo gpu > $P/gaes_policy; return 1; }
+    for m in ecb cbc ctr xts; do
+        dmesg | tail -n 40 | grep -q "kgpu: gaes: $m(aes): cpu (no gpu path)" \
+            || { dmesg | tail -n 20; echo gpu > $P/gaes_policy; return 1; }
+    done
+    gaes_decisions_check || { echo gpu > $P/gaes_policy; return 1; }
+    policy_write "auto, no gpu path" || { echo gpu > $P/gaes_policy; return 1; }
+    expect_eq "gpu_requests, no gpu path" "$pg" 0 && [ "$pc" -gt 0 ] || { cat /tmp/gaes-pol.stats; echo gpu > $P/gaes_policy; return 1; }
+    # Forced gpu: the helper, figures or not.
+    echo gpu > $P/gaes_policy
+    policy_write "gpu, no gpu path" || return 1
+    [ "$pg" -gt 0 ] && expect_eq cpu_policy "$pc" 0 || { cat /tmp/gaes-pol.stats; return 1; }
+    stop_server || return 1
+    # Published figures: a fast GPU path, a small round trip and crossover.
+    echo auto > $P/gaes_policy
+    start_server $(helper_cmd) --gpu-figures aes=50000,20,4096 || { echo gpu > $P/gaes_policy; return 1; }
+    dmesg | tail -n 40 | grep 'kgpu: gaes: [a-z]*(aes): [cg]pu' | sed 's/^\[[ 0-9.]*\] /  /' >> /tmp/t.info
+    gaes_decisions_check || { echo gpu > $P/gaes_policy; return 1; }
+    policy_follows "auto, figures published" || { echo gpu > $P/gaes_policy; return 1; }
+    # Forced cpu: never the helper.
+    echo cpu > $P/gaes_policy
+    policy_write "cpu, figures published" || { echo gpu > $P/gaes_policy; return 1; }
+    echo gpu > $P/gaes_policy
+    expect_eq "gpu_requests under cpu" "$pg" 0 && [ "$pc" -gt 0 ] || { cat /tmp/gaes-pol.stats; return 1; }
+}
+
 # Two dm-crypt mappings with different keys written at once (two halves of
 # one loop device): each stream fills batches of its own (one open batch per
 # operation, key and length); both halves read back through the kernel's own
@@ -581,6 +670,7 @@ if grep -q gaes_ /proc/crypto 2>/dev/null; then
             t gaes_dmcrypt_cbc_cross_read test_gaes_dm_cbc
             t gaes_dmcrypt_ecb_cross_read test_gaes_dm_ecb
             t gaes_dmcrypt_two_keys_at_once test_gaes_dm_two_keys
+            t gaes_policy_auto_gpu_cpu test_gaes_policy
             t gaes_dmcrypt_helper_killed test_gaes_dm_helper_killed
             t gaes_rmmod_refused_with_mapping test_gaes_rmmod_with_mapping
             if [ -x /bin/mke2fs ]; then

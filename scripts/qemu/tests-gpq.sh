@@ -212,23 +212,49 @@ test_md_helper_killed_in_resync() {
     md_check && md_same 32
 }
 
-test_md_default_threshold() {
-    # The measured threshold: the first call with a helper attached queues
-    # the measurement; the policy then follows it.
-    echo -1 > $P/gpq_threshold
-    start_server $(helper_cmd) || return 1
-    tb=$(gpq_of cpu_threshold)
+# gpq_write_counts LABEL: 8 MiB written to md0 with the policy in force;
+# the gpu, cpu_threshold and cpu_policy deltas in wg, wt, wp.
+gpq_write_counts() {
+    g0=$(gpq_of gpu) t0=$(gpq_of cpu_threshold) p0=$(gpq_of cpu_policy)
     dd if=/tmp/gpq-data of=$MD bs=1M count=8 conv=fsync 2>/dev/null || return 1
-    i=0
-    while [ "$(gpq_of measured)" != cpu+helper ] && [ $i -lt 300 ]; do
-        dd if=/tmp/gpq-data of=$MD bs=64k count=1 conv=fsync 2>/dev/null
-        sleep 0.1
-        i=$((i + 1))
-    done
-    expect_eq measured "$(gpq_of measured)" cpu+helper || return 1
-    dmesg | grep -E 'kgpu: gpq: (helper|threshold)' | sed 's/^\[[ 0-9.]*\] //' >> /tmp/t.info
-    gpq_note "threshold $(gpq_of threshold); $(counters)"
-    [ $(( $(gpq_of cpu_threshold) - tb )) -gt 0 ] || { echo "no call below the threshold"; return 1; }
+    wg=$(( $(gpq_of gpu) - g0 )) wt=$(( $(gpq_of cpu_threshold) - t0 )) wp=$(( $(gpq_of cpu_policy) - p0 ))
+    gpq_note "  $1: threshold $(gpq_of threshold); gpu +$wg cpu_threshold +$wt cpu_policy +$wp"
+}
+
+# gpq_policy: the raid6 algorithm timed at load; `auto` with a helper that
+# publishes no GPU path keeps every call on the CPU; `cpu` and `gpu` force
+# either path; with GPU figures published (--gpu-figures, the CPU backend
+# still answering) `auto` decides from the numbers it logs and md follows.
+test_md_policy() {
+    echo -1 > $P/gpq_threshold
+    echo auto > $P/gpq_policy
+    start_server $(helper_cmd) || return 1
+    dmesg | tail -n 40 | grep -q 'kgpu: gpq: raid6: cpu (no gpu path)' || { dmesg | tail -n 20; return 1; }
+    decision_check "$(gpq_of decision)" || return 1
+    expect_eq "threshold with no gpu path" "$(gpq_of threshold)" "none (decided)" || return 1
+    gpq_write_counts "auto, no gpu path" || return 1
+    [ $wg = 0 ] && [ $wt -gt 0 ] || { echo "auto without a gpu path sent calls to the helper"; return 1; }
+    echo cpu > $P/gpq_policy
+    gpq_write_counts "cpu" || return 1
+    [ $wg = 0 ] && [ $wp -gt 0 ] || { echo "gpq_policy=cpu: not every call on the CPU"; echo auto > $P/gpq_policy; return 1; }
+    echo gpu > $P/gpq_policy
+    gpq_write_counts "gpu" || { echo auto > $P/gpq_policy; return 1; }
+    [ $wg -gt 0 ] && [ $wp = 0 ] || { echo "gpq_policy=gpu: no call to the helper"; echo auto > $P/gpq_policy; return 1; }
+    stop_server || return 1
+    echo auto > $P/gpq_policy
+    start_server $(helper_cmd) --gpu-figures raid6=50000,20,4096 || return 1
+    dmesg | tail -n 40 | grep 'kgpu: gpq: raid6: [cg]pu' | sed 's/^\[[ 0-9.]*\] /  /' >> /tmp/t.info
+    line=$(gpq_of decision)
+    decision_check "$line" || return 1
+    gpq_note "  decision: $line"
+    [ "$d_reason" != gpu ] || [ "$d_gpu" = 1 ] || { echo "gpu at $d_at B but no threshold"; return 1; }
+    gpq_write_counts "auto, figures published" || return 1
+    # md calls gen_syndrome per 4 KiB stripe: 6 disks x 4096 bytes.
+    if [ "$d_gpu" = 1 ] && [ "$d_threshold" -le $((6 * 4096)) ]; then
+        [ $wg -gt 0 ] || { echo "decided gpu from $d_threshold, no call went to the helper"; return 1; }
+    else
+        [ $wg = 0 ] || { echo "decided cpu at 6x4096 (threshold $d_threshold), calls went to the helper"; return 1; }
+    fi
     md_check
 }
 
@@ -280,7 +306,7 @@ else
         t gpq_md_rmw_xor_syndrome test_md_rmw
         t gpq_md_concurrent_spinners_bounded test_md_concurrent_spinners
         t gpq_md_helper_killed_in_resync test_md_helper_killed_in_resync
-        t gpq_md_default_threshold test_md_default_threshold
+        t gpq_md_policy_auto_gpu_cpu test_md_policy
         t gpq_md_unload_with_array_active test_md_unload_active
         t gpq_md_teardown test_md_teardown
     fi
