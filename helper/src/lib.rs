@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod doctor;
 pub mod kpath;
 pub mod limits;
+pub mod link;
 pub mod notify;
 pub mod out;
 pub mod plot;

@@ -138,9 +138,10 @@ enum Cmd {
         /// Title of the picture.
         #[arg(long, default_value = "kgpu-rs: throughput through the ring")]
         title: String,
-        /// The bound drawn, GB/s (0: none).
-        #[arg(long, default_value_t = 39.0)]
-        bound_gbps: f64,
+        /// A bound to draw, GB/s (for example the link limit `bench --plot`
+        /// measured and printed); none by default.
+        #[arg(long)]
+        bound_gbps: Option<f64>,
     },
     /// Measure throughput and latency through the ring (and, with
     /// --compare, the same work called directly on the CPU).
@@ -176,9 +177,10 @@ enum Cmd {
         /// Also draw throughput against size as an SVG picture in this file.
         #[arg(long)]
         plot: Option<PathBuf>,
-        /// The bound drawn on the picture, GB/s (PCIe, both directions at once).
-        #[arg(long, default_value_t = 39.0)]
-        bound_gbps: f64,
+        /// The bound drawn on the picture, GB/s (0: none). By default the
+        /// link is measured on GPU 0 (copies both ways at once) and drawn.
+        #[arg(long)]
+        bound_gbps: Option<f64>,
         /// CPU worker threads of the helper's CPU backend.
         #[arg(long, default_value_t = 1, value_parser = limits::parse_cpu_workers)]
         cpu_workers: usize,
@@ -365,7 +367,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     from.display()
                 )
             })?;
-            write_plot(&rows, &out, &title, bound_gbps)
+            let bound = bound_gbps
+                .filter(|b| *b > 0.0)
+                .map(|b| (b, format!("given bound ({b} GB/s)")));
+            write_plot(&rows, &out, &title, bound)
         }
         Cmd::Bench {
             backend,
@@ -679,7 +684,7 @@ fn bench(
     plan: &Plan,
     json: bool,
     json_out: Option<PathBuf>,
-    plot: Option<(PathBuf, f64)>,
+    plot: Option<(PathBuf, Option<f64>)>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (sub, helper) = bench_helper(backend, cpu_workers, data_mib)?;
     let rows = kgpu_helper::bench::run(&sub, plan, &|| helper.cpu_time(), &mut |line| {
@@ -692,10 +697,27 @@ fn bench(
             .map_err(|e| format!("--json-out {}: {e}", p.display()))?;
     }
     if let Some((p, bound)) = plot {
+        let depths: Vec<String> = plan.depths.iter().map(|d| d.to_string()).collect();
         let title = format!(
-            "kgpu-rs {} backend through the ring vs one CPU thread",
-            backend_arg(backend)
+            "kgpu-rs {} backend through the ring (best of depths {}) vs one CPU thread",
+            backend_arg(backend),
+            depths.join("/")
         );
+        let bound = match bound {
+            Some(b) if b > 0.0 => Some((b, format!("given bound ({b} GB/s)"))),
+            Some(_) => None,
+            None if backend == BackendKind::Cpu => None,
+            None => kgpu_helper::link::measure(64 << 20).map(|l| {
+                out::note(&format!(
+                    "link of GPU 0, measured: {:.1} GB/s both ways at once (host to device {:.1}, device to host {:.1})",
+                    l.both_gbps, l.h2d_gbps, l.d2h_gbps
+                ));
+                (
+                    l.both_gbps,
+                    format!("link, measured: both ways at once ({:.1} GB/s)", l.both_gbps),
+                )
+            }),
+        };
         write_plot(&rows, &p, &title, bound)?;
     }
     if json {
@@ -747,10 +769,9 @@ fn write_plot(
     rows: &[kgpu_helper::bench::Row],
     out: &std::path::Path,
     title: &str,
-    bound: f64,
+    bound: Option<(f64, String)>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let label = format!("PCIe bound, both directions at once ({bound} GB/s)");
-    let b = (bound > 0.0).then_some((bound, label.as_str()));
+    let b = bound.as_ref().map(|(v, label)| (*v, label.as_str()));
     std::fs::write(out, kgpu_helper::plot::svg(rows, title, b))
         .map_err(|e| format!("{}: {e}", out.display()))?;
     log::info!("wrote {}", out.display());

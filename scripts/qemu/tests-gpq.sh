@@ -276,6 +276,123 @@ test_md_unload_active() {
     insmod /kgpu.ko
 }
 
+# ---- btrfs raid6 and dm-raid raid6 -------------------------------------------
+# Both call gen_syndrome from several kernel threads at once (btrfs's raid56
+# workers; dm-raid's raid456), each spinning with preemption off while it
+# waits for the helper. With gpq forced to the helper and the md tests'
+# spin bound, at most gpq_max_spinners wait (on this 2-vCPU guest: one), so
+# the helper keeps a CPU: no hung task (any splat fails the run), no stalled
+# heartbeat, data intact.
+
+# loops N MIB: N sparse files with loop devices ($LOOPS).
+loops() {
+    LOOPS=
+    i=0
+    while [ $i -lt $1 ]; do
+        dd if=/dev/zero of=/tmp/lp$i.img bs=1M count=0 seek=$2 2>/dev/null || return 1
+        l=$(losetup -f) && losetup $l /tmp/lp$i.img || return 1
+        LOOPS="$LOOPS $l"
+        i=$((i + 1))
+    done
+}
+
+loops_free() {
+    for l in $LOOPS; do losetup -d $l 2>/dev/null; done
+    LOOPS=
+    rm -f /tmp/lp*.img
+}
+
+stalls() {
+    sed -n 's/^stalls: //p' $D/stats
+}
+
+spin_note() {
+    gpq_note "$1: gen_calls +$(( $(gpq_of gen_calls) - c0 )) gpu +$(( $(gpq_of gpu) - u0 )) cpu_spinners +$(( $(gpq_of cpu_spinners) - s0 )) timeout +$(( $(gpq_of timeout) - t0 )) cpu_nohelper +$(( $(gpq_of cpu_nohelper) - n0 )); spinners_max $(gpq_of spinners_max) peak $(gpq_of spinners_peak); heartbeat stalls +$(( $(stalls) - h0 ))"
+}
+
+spin_marks() {
+    c0=$(gpq_of gen_calls) u0=$(gpq_of gpu) s0=$(gpq_of cpu_spinners) t0=$(gpq_of timeout) n0=$(gpq_of cpu_nohelper) h0=$(stalls)
+}
+
+spin_ok() {
+    expect_eq "heartbeat stalls" "$(( $(stalls) - h0 ))" 0 || return 1
+    [ "$(gpq_of spinners_peak)" -le "$(gpq_of spinners_max)" ] || { echo "more spinners than the bound"; return 1; }
+}
+
+# btrfs raid6 over 4 devices: mkfs, write, scrub, then a read with two
+# devices gone (every stripe rebuilt through raid6's recovery, which calls
+# gen_syndrome).
+test_btrfs_raid6() {
+    gpq_load gpq_policy=gpu gpq_spin_us=100000 gpq_wake_us=20000 || return 1
+    start_server $(helper_cmd) || return 1
+    loops 4 256 || { loops_free; return 1; }
+    set -- $LOOPS
+    opts="device=$1,device=$2,device=$3,device=$4"
+    mkdir -p /mnt/btr
+    r=1
+    spin_marks
+    {
+        mkfs.btrfs -f -q -d raid6 -m raid6 $LOOPS >/tmp/btr.log 2>&1 &&
+        mount -t btrfs -o $opts $1 /mnt/btr &&
+        dd if=/dev/urandom of=/tmp/btr-data bs=1M count=8 2>/dev/null &&
+        cp /tmp/btr-data /mnt/btr/f && sync &&
+        btrfs scrub start -B /mnt/btr >>/tmp/btr.log 2>&1 &&
+        spin_note "mkfs, 8 MiB written, scrub" && spin_marks &&
+        umount /mnt/btr &&
+        losetup -d $2 && losetup -d $4 &&
+        echo 3 > /proc/sys/vm/drop_caches &&
+        mount -t btrfs -o degraded,ro,device=$1,device=$3 $1 /mnt/btr &&
+        { cmp /tmp/btr-data /mnt/btr/f || { echo "degraded read differs"; false; }; } &&
+        spin_note "degraded read, 2 of 4 devices gone" &&
+        umount /mnt/btr && r=0
+    } || { cat /tmp/btr.log; umount /mnt/btr 2>/dev/null; }
+    LOOPS="$1 $3"
+    loops_free
+    rm -f /tmp/btr-data
+    [ $r = 0 ] && spin_ok
+}
+
+# dm-raid raid6 (raid6_zr, 6 devices, no metadata devices): the initial
+# resync, 16 MiB written and read back, then a check with no mismatch.
+test_dmraid_raid6() {
+    gpq_load gpq_policy=gpu gpq_spin_us=100000 gpq_wake_us=20000 || return 1
+    start_server $(helper_cmd) || return 1
+    loops 6 16 || { loops_free; return 1; }
+    tbl=
+    for l in $LOOPS; do tbl="$tbl - $l"; done
+    DM_DISABLE_UDEV=1 dmsetup --noudevsync create gpq_r6 --table "0 $((4 * 16 * 2048)) raid raid6_zr 1 128 6$tbl" || { loops_free; return 1; }
+    dev=$(dm_node gpq_r6) || { echo "$dev"; dmsetup --noudevsync remove gpq_r6; loops_free; return 1; }
+    spin_marks
+    r=1
+    {
+        dmraid_idle && spin_note "initial resync" && spin_marks &&
+        dd if=/dev/urandom of=/tmp/r6-data bs=1M count=16 2>/dev/null &&
+        dd if=/tmp/r6-data of=$dev bs=1M oflag=direct conv=fsync 2>/dev/null &&
+        dd if=$dev of=/tmp/r6-back bs=1M iflag=direct 2>/dev/null &&
+        { cmp /tmp/r6-data /tmp/r6-back || { echo "dm-raid reads back wrong"; false; }; } &&
+        dmsetup message gpq_r6 0 check && sleep 0.5 && dmraid_idle &&
+        expect_eq "dm-raid mismatch count" "$(dmsetup status gpq_r6 | awk '{print $9}')" 0 &&
+        spin_note "16 MiB written, read back, check" && r=0
+    } || dmsetup status gpq_r6
+    dmsetup --noudevsync remove gpq_r6
+    loops_free
+    rm -f /tmp/r6-data /tmp/r6-back
+    [ $r = 0 ] && spin_ok
+}
+
+# dmraid_idle: until gpq_r6 is in sync and idle (at most 10 minutes).
+dmraid_idle() {
+    i=0
+    while [ $i -lt 6000 ]; do
+        set -- $(dmsetup status gpq_r6)
+        [ "$8" = idle ] && [ "${7%/*}" = "${7#*/}" ] && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    echo "dm-raid still busy: $(dmsetup status gpq_r6)"
+    return 1
+}
+
 test_md_teardown() {
     mdadm --stop $MD >/dev/null 2>&1 || return 1
     for i in 0 1 2 3 4 5; do
@@ -309,6 +426,20 @@ else
         t gpq_md_policy_auto_gpu_cpu test_md_policy
         t gpq_md_unload_with_array_active test_md_unload_active
         t gpq_md_teardown test_md_teardown
+    fi
+    if [ -z "$HAVE_HELPER" ]; then
+        skip gpq_btrfs "kgpu-helper not built"
+    else
+        if command -v mkfs.btrfs >/dev/null && command -v btrfs >/dev/null; then
+            t gpq_btrfs_raid6_degraded_read test_btrfs_raid6
+        else
+            skip gpq_btrfs "btrfs-progs not in the initramfs"
+        fi
+        if command -v dmsetup >/dev/null; then
+            t gpq_dmraid_raid6_write_check test_dmraid_raid6
+        else
+            skip gpq_dmraid "dmsetup not in the initramfs"
+        fi
     fi
     # Leave kgpu loaded with its defaults for the tests that follow.
     stop_server >/dev/null 2>&1
