@@ -54,7 +54,7 @@ impl CudaBackend {
         let mut rng = Rng::new(7);
         let mut result = none;
         for (svc, slot) in result.iter_mut().enumerate() {
-            let Some(gpu) = services.registry().get(svc).and_then(|s| s.gpu()) else {
+            let Some(part) = services.registry().get(svc).and_then(|s| s.gpu()) else {
                 continue;
             };
             let mut crossover = None;
@@ -66,7 +66,7 @@ impl CudaBackend {
                 if crossover.is_some() && !last {
                     continue;
                 }
-                let job = gpu.probe(size, &mut rng);
+                let job = part.probe(size, &mut rng);
                 let Some(gpu) = self.time_gpu_roundtrip(&job) else {
                     break;
                 };

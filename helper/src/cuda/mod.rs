@@ -12,10 +12,10 @@
 //! Each request is parsed once, by its service ([`crate::services`]), which
 //! also gives its copies and kernels. Requests too small to gain from the GPU
 //! run on the CPU backend (the crossover is measured per service at start-up,
-//! [`calibrate`]); requests the services reject run there too, which produces
-//! their error status. A GPU fault fails that GPU's
-//! requests in flight with `BackendError` (the submitter redoes them from its
-//! own copy of the data) and takes the GPU out of service.
+//! [`calibrate`]); requests the services reject run there too, which
+//! produces their error status. A GPU fault fails that GPU's requests in
+//! flight with `BackendError` (the submitter redoes them from its own copy of
+//! the data) and takes the GPU out of service.
 //!
 //! * [`compile`]: the services' kernels as one module (NVRTC, CUBIN cache);
 //! * [`calibrate`]: the crossover and the figures for the region header;
