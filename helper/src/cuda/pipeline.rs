@@ -374,39 +374,3 @@ unsafe fn d2h(
     // SAFETY: the caller guarantees both ranges.
     unsafe { sys::cuMemcpyDtoHAsync_v2(dst.cast(), src, len as usize, stream) }.result()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dispatch::CpuServices;
-    use crate::shm::DataArea;
-    use kgpu_aes::proto::{op, AesParams};
-    use kgpu_common::abi::service;
-
-    /// A single-unit request whose unit is its length (ECB here) is cut into
-    /// parts of one unit each, which the service takes.
-    #[test]
-    fn single_unit_parts_are_requests() {
-        let len = SPLIT_MIN * 2;
-        let mut mem = vec![0u64; (2 * len / 8) as usize];
-        // SAFETY: the window covers `mem`, which outlives it.
-        let area = unsafe { DataArea::from_raw(mem.as_mut_ptr().cast(), 2 * len) };
-        let sqe = Sqe {
-            service: service::AES,
-            op: op::ECB_ENC,
-            key: Extent::new(0, 16),
-            input: Extent::new(4096, len),
-            output: Extent::new(4096, len),
-            unit: len as u32,
-            params: AesParams::none().to_bytes(),
-            ..Sqe::ZERO
-        };
-        let parts = split_request(&sqe);
-        assert!(parts.len() > 1);
-        let services = CpuServices::new();
-        for p in &parts {
-            assert_eq!(services.execute(p, &area), Ok(p.output.len), "{p:?}");
-        }
-        assert_eq!(parts.iter().map(|p| p.output.len).sum::<u64>(), len);
-    }
-}
