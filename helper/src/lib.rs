@@ -17,6 +17,7 @@ pub mod out;
 pub mod plot;
 pub mod selftest;
 pub mod serve;
+pub mod services;
 pub mod shm;
 pub mod standin;
 pub mod stats;

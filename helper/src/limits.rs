@@ -134,14 +134,13 @@ pub fn check_sizes(sizes: &[(&str, usize)], data_mib: u64) -> Result<(), String>
 /// or `raid6`; MB/s, microseconds, bytes), the figures a helper publishes in
 /// the region header for the kernel's load-time choice.
 pub fn parse_gpu_figures(s: &str) -> Result<(u16, kgpu_common::abi::GpuFigures), String> {
-    use kgpu_common::abi::{service, GpuFigures};
+    use kgpu_common::abi::GpuFigures;
     let want = "SERVICE=MBPS,RTT_US,CROSSOVER (service aes or raid6; e.g. aes=40000,30,65536)";
     let (name, rest) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: want {want}"))?;
-    let id = match name {
-        "aes" => service::AES,
-        "raid6" => service::RAID6,
+    let id = match crate::services::by_name(name) {
+        Some(r) if r.gpu => r.id,
         _ => return Err(format!("{name:?}: unknown service; want {want}")),
     };
     let v: Vec<u64> = rest

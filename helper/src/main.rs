@@ -295,10 +295,28 @@ fn make_backend(
         };
         match CudaBackend::new(region.data(), opts) {
             Ok(mut b) => {
-                let [aes, raid6] = b.calibrate(opts.gpu_min_bytes);
+                let sizes: Vec<String> = b
+                    .calibrate(opts.gpu_min_bytes)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (id, bytes))| {
+                        let name = kgpu_helper::services::registration(id)
+                            .map_or("?", |r| r.name)
+                            .to_uppercase();
+                        match i {
+                            0 => format!("{name} requests of {bytes} bytes and more"),
+                            _ => format!("{name} of {bytes} and more"),
+                        }
+                    })
+                    .collect();
                 log::info!(
-                    "to the GPU: AES requests of {aes} bytes and more, RAID6 of {raid6} and more ({}); smaller ones run on the CPU",
-                    if opts.gpu_min_bytes.is_some() { "KGPU_GPU_MIN_BYTES" } else { "measured" }
+                    "to the GPU: {} ({}); smaller ones run on the CPU",
+                    sizes.join(", "),
+                    if opts.gpu_min_bytes.is_some() {
+                        "KGPU_GPU_MIN_BYTES"
+                    } else {
+                        "measured"
+                    }
                 );
                 log::info!("CUDA backend on {}", b.gpu_names().join(", "));
                 Ok(Box::new(b))

@@ -1,11 +1,11 @@
 //! Counters kept by the serve loop: per service, requests, bytes, errors,
 //! which backend ran them, service-time and batch-size histograms.
 
-use kgpu_common::abi::{backend, service, Cqe, Sqe, Status};
+use crate::services::{self, SERVICES};
+use kgpu_common::abi::{backend, Cqe, Sqe, Status};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const SERVICES: usize = 4;
 const BUCKETS: usize = 40;
 
 /// Log2 histogram of `u64` samples.
@@ -71,22 +71,30 @@ pub struct ServiceStats {
 }
 
 /// All counters of a serving helper.
-#[derive(Default)]
 pub struct Stats {
-    services: [ServiceStats; SERVICES],
+    /// "All", then one row per service of [`SERVICES`].
+    services: Vec<ServiceStats>,
     /// Requests per batch taken from the ring.
     pub batch: Histogram,
     /// Requests taken and not yet completed: service and when taken.
     taken: std::sync::Mutex<std::collections::HashMap<(u32, u32), (u16, std::time::Instant)>>,
 }
 
-fn idx(service: u16) -> usize {
-    match service {
-        service::AES => 1,
-        service::RAID6 => 2,
-        service::ECHO => 3,
-        _ => 0,
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            services: (0..=SERVICES.len())
+                .map(|_| ServiceStats::default())
+                .collect(),
+            batch: Histogram::default(),
+            taken: Default::default(),
+        }
     }
+}
+
+/// The row of a service (0, "all", for an unknown one).
+fn idx(service: u16) -> usize {
+    services::position(service).map_or(0, |p| p + 1)
 }
 
 impl Stats {
@@ -134,15 +142,14 @@ impl Stats {
 
     /// A serialisable snapshot; `decisions` are the backend's dispatch counts.
     pub fn snapshot(&self, backend: &str, decisions: Vec<(&'static str, u64)>) -> StatsSnapshot {
-        let names = ["all", "aes", "raid6", "echo"];
+        let names = std::iter::once("all").chain(SERVICES.iter().map(|r| r.name));
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         StatsSnapshot {
             backend: backend.to_string(),
             pid: std::process::id(),
             services: names
-                .iter()
                 .zip(self.services.iter())
-                .filter(|(n, s)| **n == "all" || r(&s.submitted) > 0)
+                .filter(|(n, s)| *n == "all" || r(&s.submitted) > 0)
                 .map(|(n, s)| ServiceSnapshot {
                     service: n.to_string(),
                     submitted: r(&s.submitted),
@@ -241,6 +248,7 @@ impl StatsSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kgpu_common::abi::service;
 
     #[test]
     fn per_service_rows() {

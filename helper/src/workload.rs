@@ -156,10 +156,12 @@ impl Job {
 
     /// A short name ("aes xts-enc", "raid6 gen", ...).
     pub fn name(&self) -> String {
-        match self.service {
-            service::AES => format!("aes {}", aesp::op::op_name(self.op)),
-            service::RAID6 => format!("raid6 {}", r6p::op::op_name(self.op)),
-            s => service::name(s).to_string(),
+        match crate::services::registration(self.service) {
+            Some(r) => match (r.op_name)(self.op) {
+                Some(op) => format!("{} {op}", r.name),
+                None => r.name.to_string(),
+            },
+            None => "unknown".to_string(),
         }
     }
 

@@ -329,6 +329,39 @@ impl AesGpu {
             req.unit,
             &params,
         )?;
+        self.launch_parsed(stream, data_base, req, &params, &layout)
+    }
+
+    /// [`AesGpu::launch`] of a request already decoded and validated:
+    /// `params` and `layout` are what [`AesParams::from_bytes`] and
+    /// [`proto::validate`] made of `req` (its `params` field is not read).
+    /// Only what keeps the kernels inside the request's extents is checked
+    /// again: the layout covers the output extent, the key has the layout's
+    /// length, a listed IV per unit is there and XTS units hold a block.
+    pub fn launch_parsed(
+        &self,
+        stream: &Arc<CudaStream>,
+        data_base: CUdeviceptr,
+        req: &AesGpuRequest<'_>,
+        params: &AesParams,
+        layout: &Layout,
+    ) -> Result<(), AesGpuError> {
+        let key_len = u64::from(layout.aes_key_len) * if layout.mode == Mode::Xts { 2 } else { 1 };
+        if req.key.len() as u64 != key_len {
+            return Err(AesGpuError::Invalid(AesError::BadKey));
+        }
+        let ivs = if params.iv_mode == proto::IV_LIST {
+            layout.units.checked_mul(proto::IV_LEN)
+        } else {
+            Some(req.aux.len)
+        };
+        if layout.units.checked_mul(layout.unit_len) != Some(layout.data_len)
+            || layout.data_len != req.output.len
+            || ivs != Some(req.aux.len)
+            || (layout.mode == Mode::Xts && layout.unit_len < proto::BLOCK)
+        {
+            return Err(AesGpuError::Invalid(AesError::BadLength));
+        }
         if req.input.len != req.output.len
             || !req.input.fits(req.data_size)
             || !req.output.fits(req.data_size)
@@ -343,7 +376,7 @@ impl AesGpu {
             .checked_add(req.aux.off)
             .ok_or(AesGpuError::BadExtent)?;
 
-        let rk = *self.schedules(req.key_tag, req.key, &layout)?;
+        let rk = *self.schedules(req.key_tag, req.key, layout)?;
         let (tables, _tables_guard) = self.tables.device_ptr(stream);
 
         let fb = layout.unit_len / 16;
@@ -370,7 +403,7 @@ impl AesGpu {
             rk,
         };
         let blocks = layout.units * fb;
-        let tail = layout.unit_len % 16 != 0;
+        let tail = !layout.unit_len.is_multiple_of(16);
         let k = &self.k;
         match (layout.mode, layout.decrypt) {
             (Mode::Ecb, dec) => {

@@ -14,7 +14,7 @@
 //! multiplications are done lane-wide by Horner over the constant's bits.
 
 use crate::gf::{GFEXI, GFEXP, GFINV};
-use crate::proto::{self, ProtoError, Raid6Op, PARAMS_LEN};
+use crate::proto::{self, ProtoError, Raid6Layout, Raid6Op, PARAMS_LEN};
 use kgpu_common::abi::Status;
 
 /// Largest disk count of the pointer-convention API (as in [`proto::MAX_DISKS`]).
@@ -164,6 +164,29 @@ pub fn execute_with(
         output.len() as u64,
         req.params,
     )?;
+    // SAFETY: `layout` is what `validate` made of this request and these lengths.
+    unsafe { execute_layout(algo, &layout, input, output) }
+}
+
+/// [`execute_with`] of a request already validated: nothing of it is
+/// checked again but that `input` and `output` have the layout's lengths.
+///
+/// # Safety
+///
+/// `layout` must be what [`proto::validate`] returned for the request (the
+/// block pointers are derived from it without further checks).
+pub unsafe fn execute_layout(
+    algo: Algo,
+    layout: &Raid6Layout,
+    input: &[u8],
+    output: &mut [u8],
+) -> Result<u64, Raid6Error> {
+    if input.len() as u64 != layout.input_len {
+        return Err(ProtoError::BadInputLen.into());
+    }
+    if output.len() as u64 != layout.output_len {
+        return Err(ProtoError::BadOutputLen.into());
+    }
     let algo = algo.resolve();
     let u = layout.unit as usize;
     let n = layout.data_disks() as usize;
@@ -174,7 +197,7 @@ pub fn execute_with(
             for (slot, chunk) in ptrs.iter_mut().zip(input.chunks_exact(u)) {
                 *slot = chunk.as_ptr();
             }
-            // SAFETY: validate() checked input.len() == n*u, so each of the n
+            // SAFETY: validate() gave input_len == n*u (checked above), so each of the n
             // pointers reads u bytes inside `input`; out0/out1 are u bytes each,
             // writable and disjoint from `input` (distinct borrows).
             unsafe {

@@ -7,7 +7,7 @@
 //! area. The layout of each operation is that of [`crate::proto`].
 
 use crate::gf::{GFEXI, GFEXP, GFINV};
-use crate::proto::{self, ProtoError, Raid6Op, PARAMS_LEN};
+use crate::proto::{self, ProtoError, Raid6Layout, Raid6Op, PARAMS_LEN};
 use cudarc::driver::sys::CUdeviceptr;
 use cudarc::driver::{
     CudaFunction, CudaModule, CudaStream, DriverError, LaunchConfig, PushKernelArg,
@@ -151,6 +151,31 @@ impl Raid6Gpu {
             req.output_len,
             &req.params,
         )?;
+        // SAFETY: `layout` is what `validate` made of `req`; the rest the
+        // caller guarantees.
+        unsafe { self.launch_layout(stream, data_base, req, &layout) }
+    }
+
+    /// [`Raid6Gpu::launch`] of a request already validated: `layout` is what
+    /// [`proto::validate`] returned for `req` (whose `op`, `disks`, `unit`
+    /// and `params` are not read again). The extents' overlap and device
+    /// alignment are still checked.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Raid6Gpu::launch`], and `layout` must come from
+    /// [`proto::validate`] of `req`'s fields.
+    pub unsafe fn launch_layout(
+        &self,
+        stream: &Arc<CudaStream>,
+        data_base: CUdeviceptr,
+        req: &Raid6GpuRequest,
+        layout: &Raid6Layout,
+    ) -> Result<(), Raid6GpuError> {
+        debug_assert_eq!(
+            (layout.input_len, layout.output_len),
+            (req.input_len, req.output_len)
+        );
         let in_end = req.input_off.checked_add(req.input_len);
         let out_end = req.output_off.checked_add(req.output_len);
         let (Some(in_end), Some(out_end)) = (in_end, out_end) else {
