@@ -29,7 +29,8 @@ use kernel::alloc::{flags::GFP_KERNEL, KBox, KVVec};
 use kernel::prelude::*;
 use kernel::time::Ktime;
 
-/// `poll()` readiness reported to the shim.
+/// `poll()` readiness reported to the shim (`KGPU_POLL_IN`, `KGPU_POLL_HUP` in
+/// kgpu_shim.h).
 pub(crate) const POLL_IN: u32 = 1;
 /// The helper should close: draining finished, or the rings are unusable.
 pub(crate) const POLL_HUP: u32 = 2;

@@ -93,7 +93,7 @@ extern "C" {
     fn gaes_shim_cpu_driver(mode: c_uint, best: bool) -> *const c_char;
 }
 
-// Parameter indices of `gaes_shim_param`.
+// Parameter indices of `gaes_shim_param` (`GAES_P_*` in kgpu_shim.h).
 const P_WINDOW_US: c_uint = 0;
 const P_BATCH_KB: c_uint = 1;
 const P_BATCH_REQS: c_uint = 2;
@@ -110,7 +110,7 @@ fn now_ns() -> u64 {
     unsafe { gaes_shim_now_ns() }
 }
 
-// Modes, as numbered by shim_crypto.c.
+// Modes, as numbered by shim_crypto.c (`GAES_ECB`..`GAES_XTS` in kgpu_shim.h).
 const ECB: u32 = 0;
 const CBC: u32 = 1;
 const CTR: u32 = 2;
@@ -246,7 +246,8 @@ fn write_decisions(w: &mut BufWriter<'_>) {
 const MAX_REQS: usize = 256;
 /// Scatterlist entries per batch.
 const SG_CAP: u32 = 512;
-/// Batches in the pool.
+/// Batches in the pool (`GAES_TIMERS` in kgpu_shim.h: one window timer each;
+/// `init` checks there are enough).
 const POOL: usize = 16;
 /// Operations (ring op codes 1..=7), for the small-request policy.
 const SLOTS: usize = 8;
@@ -554,6 +555,7 @@ pub(crate) fn exit() {
 
 // ---- entry points from shim_crypto.c ---------------------------------------
 
+// Checked against `GAES_RS_TFM` and `GAES_RS_REQ` (kgpu_shim.h) at registration.
 #[no_mangle]
 extern "C" fn gaes_rs_tfm_ctx_size() -> usize {
     core::mem::size_of::<TfmCtx>()

@@ -51,13 +51,15 @@ use kernel::alloc::{flags::GFP_KERNEL, KVec};
 use kernel::prelude::*;
 use kernel::time::Ktime;
 
-/// Largest bytes per disk the helper path takes (`GPQ_MAX_UNIT` in shim_raid6.c).
+/// Largest bytes per disk the helper path takes (`GPQ_MAX_UNIT` in kgpu_shim.h;
+/// `kgpu_gpq_shim_init` checks the two agree).
 pub(crate) const MAX_UNIT: usize = 64 * 1024;
-/// Largest number of scatterlist entries (`GPQ_MAX_SG` in shim_raid6.c).
+/// Largest number of scatterlist entries (`GPQ_MAX_SG` in kgpu_shim.h, checked
+/// the same way).
 const MAX_SG: usize = 256;
 
 extern "C" {
-    fn kgpu_gpq_shim_init() -> c_int;
+    fn kgpu_gpq_shim_init(max_unit: usize, max_sg: c_uint) -> c_int;
     fn kgpu_gpq_shim_exit();
     fn kgpu_gpq_param_enable() -> bool;
     fn kgpu_gpq_param_threshold() -> c_long;
@@ -983,7 +985,7 @@ extern "C" fn kgpu_gpq_rs_command(cmd: *const c_char, len: usize) -> c_long {
 /// measurement and (with `gpq_enable`) the installation.
 pub(crate) fn init() -> Result {
     // SAFETY: called once at load, in process context.
-    let r = unsafe { kgpu_gpq_shim_init() };
+    let r = unsafe { kgpu_gpq_shim_init(MAX_UNIT, MAX_SG as c_uint) };
     if r != 0 {
         return Err(Error::from_errno(r));
     }

@@ -32,70 +32,7 @@
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 
-/* Implemented in kgpu_main.rs. */
-int kgpu_rs_open(void);
-void kgpu_rs_release(void);
-unsigned int kgpu_rs_poll_mask(void);
-long kgpu_rs_ioctl(unsigned int cmd, unsigned long arg);
-void kgpu_rs_poll_work(void);
-size_t kgpu_rs_stats(char *buf, size_t len);
-long kgpu_rs_selftest(const char *cmd, size_t cmd_len, char *out, size_t out_len);
-int kgpu_rs_ivshmem_bind(void *base, u64 len);
-void kgpu_rs_ivshmem_unbind(void);
-unsigned int kgpu_rs_ivshmem_tick(void);
-
-/* Called from kgpu_main.rs. */
-int kgpu_shim_init(void);
-void kgpu_shim_exit(void);
-unsigned int kgpu_shim_sync_timeout_ms(void);
-unsigned int kgpu_shim_request_timeout_ms(void);
-unsigned int kgpu_shim_max_region_mb(void);
-unsigned int kgpu_shim_max_request_kb(void);
-unsigned int kgpu_shim_spin_timeout_us(void);
-unsigned int kgpu_shim_heartbeat_timeout_ms(void);
-void kgpu_shim_cpu_relax(void);
-void kgpu_shim_preempt_disable(void);
-void kgpu_shim_preempt_enable(void);
-unsigned int kgpu_shim_transport_mode(void);
-unsigned int kgpu_shim_ivshmem_poll_us(void);
-unsigned int kgpu_shim_policy(unsigned int which);
-u64 kgpu_shim_time_copy_mbps(void);
-unsigned long kgpu_shim_lock(void);
-void kgpu_shim_unlock(unsigned long flags);
-void kgpu_shim_wake_helper(void);
-void kgpu_shim_wake_waiters(void);
-int kgpu_shim_wait_word(const u32 *word, unsigned int timeout_ms);
-int kgpu_shim_wait_zero(const u32 *counter, unsigned int timeout_ms);
-void kgpu_shim_msleep(unsigned int ms);
-bool kgpu_shim_may_sleep(void);
-void kgpu_shim_kick_poll(void);
-void kgpu_shim_cancel_poll(void);
-int kgpu_shim_pin_map(unsigned long uaddr, unsigned long npages,
-		      struct page ***pages_out, void **vaddr_out);
-void kgpu_shim_unpin_unmap(struct page **pages, unsigned long npages, void *vaddr);
-int kgpu_shim_copy_from_user(void *dst, unsigned long src, unsigned long len);
-void *kgpu_shim_cipher_new(const char *alg);
-void kgpu_shim_cipher_free(void *tfm);
-int kgpu_shim_cipher_run(void *tfm, const u8 *key, unsigned int keylen, const u8 *iv,
-			 const u8 *src, u8 *dst, unsigned int len, bool encrypt);
-const char *kgpu_shim_raid6_name(void);
-size_t kgpu_shim_sg_to_buf(struct scatterlist *sgl, size_t skip, void *buf, size_t len);
-size_t kgpu_shim_sg_from_buf(struct scatterlist *sgl, size_t skip, const void *buf, size_t len);
-struct scatterlist *kgpu_shim_sg_alloc(unsigned int n);
-void kgpu_shim_sg_free(struct scatterlist *sgl);
-unsigned int kgpu_shim_sg_fill(struct scatterlist *sgl, unsigned int n, void *buf, size_t len,
-			       size_t piece);
-int kgpu_shim_run_parallel(unsigned int n, void (*fn)(void *ctx, unsigned int idx), void *ctx);
-int kgpu_shim_raid6_gen(int disks, size_t unit, const u8 *data, u8 *pq);
-/* shim_raid6.c: the saved CPU algorithm (raid6_call when gpq is not installed). */
-void kgpu_gpq_cpu_gen(int disks, size_t bytes, void **ptrs);
-/* For the debugfs files of shim_crypto.c and shim_raid6.c too. */
-ssize_t kgpu_shim_read_text(char __user *ubuf, size_t count, loff_t *ppos,
-			    size_t (*fill)(char *buf, size_t len));
-
-/* Values of kgpu_rs_poll_mask(). */
-#define KGPU_POLL_IN 1u
-#define KGPU_POLL_HUP 2u
+#include "kgpu_shim.h"
 
 /* ---- module parameters ------------------------------------------------ */
 

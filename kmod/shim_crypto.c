@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * gaes: the C side of the GPU AES skciphers (the logic is in gaes.rs).
+ * gaes: the crypto API glue Linux 6.12's Rust crate has no abstraction for
+ * (the GPU AES skciphers' logic is in gaes.rs).
  *
- * Linux 6.12's Rust crate has no crypto abstractions, so this file holds only
- * what needs the C API: the four `skcipher_alg` registrations and their entry
- * points (which forward to Rust), the per-tfm CPU fallback (the kernel's own
- * synchronous implementation of the same algorithm), request accessors and
- * completion, scatterlist helpers, the batch window timers, the CPU redo work
- * item, a spinlock, the module parameters and the debugfs counters file.
+ * This file holds only what needs the C API: the four `skcipher_alg`
+ * registrations and their entry points (which forward to Rust), the per-tfm
+ * CPU fallback (the kernel's own synchronous implementation of the same
+ * algorithm), request accessors and completion, scatterlist helpers, the
+ * batch window timers, the CPU redo work item, a spinlock, the module
+ * parameters and the debugfs counters file.
  */
 
 #include <linux/debugfs.h>
@@ -27,47 +28,7 @@
 #include <crypto/aes.h>
 #include <crypto/internal/skcipher.h>
 
-/* ---- Rust entry points (gaes.rs) ---------------------------------------- */
-int gaes_rs_setkey(void *tctx, const u8 *key, unsigned int len);
-int gaes_rs_crypt(struct skcipher_request *req, void *tctx, void *rctx, unsigned int mode,
-		  bool enc);
-void gaes_rs_timer(unsigned int batch);
-void gaes_rs_work(void);
-size_t gaes_rs_stats(char *buf, size_t len);
-/* shim.c: reads the text a Rust function renders (debugfs files). */
-ssize_t kgpu_shim_read_text(char __user *ubuf, size_t count, loff_t *ppos,
-			    size_t (*fill)(char *buf, size_t len));
-void gaes_rs_reset_stats(void);
-size_t gaes_rs_tfm_ctx_size(void);
-size_t gaes_rs_req_ctx_size(void);
-
-/* Called by gaes.rs. */
-struct gaes_req_info;
-int gaes_shim_register(void);
-void gaes_shim_unregister(void);
-unsigned int gaes_shim_param(unsigned int which);
-void gaes_shim_req_info(struct skcipher_request *req, struct gaes_req_info *info);
-void *gaes_shim_req_ctx(struct skcipher_request *req);
-int gaes_shim_fallback(struct skcipher_request *req, bool enc);
-void gaes_shim_complete(struct skcipher_request *req, int err);
-struct scatterlist *gaes_shim_sg_alloc(unsigned int n);
-void gaes_shim_sg_free(struct scatterlist *sg);
-void gaes_shim_sg_reset(struct scatterlist *tbl, unsigned int cap);
-unsigned int gaes_shim_sg_count(struct scatterlist *src, unsigned int len);
-int gaes_shim_sg_append(struct scatterlist *tbl, unsigned int used, unsigned int cap,
-			struct scatterlist *src, unsigned int len);
-void gaes_shim_sg_mark_end(struct scatterlist *tbl, unsigned int idx);
-size_t gaes_shim_sg_copy(struct scatterlist *sg, size_t skip, u8 *buf, size_t len, bool to_buf);
-void *gaes_shim_zalloc(size_t size);
-void gaes_shim_free(void *p);
-unsigned long gaes_shim_lock(void);
-void gaes_shim_unlock(unsigned long flags);
-u64 gaes_shim_now_ns(void);
-void gaes_shim_timer_arm(unsigned int batch, unsigned int us);
-unsigned int gaes_shim_timer_count(void);
-void gaes_shim_queue_work(void);
-u64 gaes_shim_time_cpu(unsigned int mode, bool best);
-const char *gaes_shim_cpu_driver(unsigned int mode, bool best);
+#include "kgpu_shim.h"
 
 /* ---- module parameters ---------------------------------------------------- */
 
@@ -152,8 +113,6 @@ module_param(gaes_max_batches, uint, 0644);
 MODULE_PARM_DESC(gaes_max_batches,
 		 "batches open or in flight at once (at most 16); beyond, requests run on the CPU");
 
-enum { GAES_P_WINDOW_US, GAES_P_BATCH_KB, GAES_P_BATCH_REQS, GAES_P_CPU_MAX, GAES_P_MAX_BATCHES };
-
 unsigned int gaes_shim_param(unsigned int which)
 {
 	switch (which) {
@@ -173,10 +132,7 @@ unsigned int gaes_shim_param(unsigned int which)
 
 /* ---- contexts -------------------------------------------------------------- */
 
-/* Room reserved for the Rust parts (checked against gaes.rs at registration). */
-#define GAES_RS_TFM 128
-#define GAES_RS_REQ 32
-
+/* GAES_RS_TFM and GAES_RS_REQ (kgpu_shim.h): room for the Rust parts. */
 struct gaes_tfm_ctx {
 	u64 rs[GAES_RS_TFM / 8];
 	struct crypto_skcipher *fallback;
@@ -341,8 +297,7 @@ u64 gaes_shim_now_ns(void)
 
 /* ---- batch window timers and the CPU redo work -------------------------------- */
 
-/* One window timer per batch of the pool (gaes.rs checks the count at init). */
-#define GAES_TIMERS 16
+/* One window timer per batch of the pool (GAES_TIMERS, kgpu_shim.h). */
 static struct hrtimer gaes_timers[GAES_TIMERS];
 
 unsigned int gaes_shim_timer_count(void)
@@ -379,8 +334,6 @@ void gaes_shim_queue_work(void)
 }
 
 /* ---- the algorithms ----------------------------------------------------------- */
-
-enum { GAES_ECB, GAES_CBC, GAES_CTR, GAES_XTS };
 
 static int gaes_setkey(struct crypto_skcipher *tfm, const u8 *key, unsigned int len)
 {

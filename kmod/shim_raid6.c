@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * kgpu gpq: the C side of the `gpq` RAID6 algorithm (logic in gpq.rs).
+ * kgpu gpq: the raid6 glue Linux 6.12's Rust crate has no abstraction for
+ * (the `gpq` RAID6 algorithm's logic is in gpq.rs).
  *
- * What Linux 6.12's Rust crate lacks: the `struct raid6_calls` instance with
- * its trampolines, reading and writing the exported `raid6_call`, context
+ * What that crate lacks: the `struct raid6_calls` instance with its
+ * trampolines, reading and writing the exported `raid6_call`, context
  * queries, per-CPU scatterlists and output buffers, the debugfs file and the
  * module parameters of gpq.
  */
@@ -25,46 +26,7 @@
 #include <linux/vmalloc.h>
 #include <linux/workqueue.h>
 
-/* Implemented in gpq.rs. */
-void kgpu_gpq_rs_gen(int disks, size_t bytes, void **ptrs);
-void kgpu_gpq_rs_xor(int disks, int start, int stop, size_t bytes, void **ptrs);
-size_t kgpu_gpq_rs_show(char *buf, size_t len);
-/* shim.c: reads the text a Rust function renders (debugfs files). */
-ssize_t kgpu_shim_read_text(char __user *ubuf, size_t count, loff_t *ppos,
-			    size_t (*fill)(char *buf, size_t len));
-long kgpu_gpq_rs_command(const char *cmd, size_t len);
-
-/* Called from gpq.rs. */
-int kgpu_gpq_shim_init(void);
-void kgpu_gpq_shim_exit(void);
-bool kgpu_gpq_param_enable(void);
-long kgpu_gpq_param_threshold(void);
-unsigned int kgpu_gpq_param_spin_us(void);
-bool kgpu_gpq_param_verify(void);
-unsigned int kgpu_gpq_param_wake_us(void);
-int kgpu_gpq_install(void);
-void kgpu_gpq_restore(void);
-bool kgpu_gpq_has_xor(void);
-const char *kgpu_gpq_saved_name(void);
-const char *kgpu_gpq_current_name(void);
-void kgpu_gpq_cpu_gen(int disks, size_t bytes, void **ptrs);
-void kgpu_gpq_cpu_xor(int disks, int start, int stop, size_t bytes, void **ptrs);
-bool kgpu_gpq_may_spin(void);
-unsigned int kgpu_gpq_max_spinners(void);
-bool kgpu_gpq_pcpu_begin(struct scatterlist **sg, u8 **bounce);
-void kgpu_gpq_pcpu_end(void);
-unsigned int kgpu_gpq_sg_build(struct scatterlist *sg, void **ptrs, int start, int stop,
-			       unsigned int lead_zero, unsigned int trail_zero, size_t bytes);
-void kgpu_gpq_sync(void);
-void **kgpu_gpq_bench_alloc(int disks, size_t bytes);
-void kgpu_gpq_bench_free(void **ptrs, int disks);
-void kgpu_gpq_preempt_disable(void);
-void kgpu_gpq_preempt_enable(void);
-void kgpu_gpq_cond_resched(void);
-
-/* Must match gpq.rs. */
-#define GPQ_MAX_UNIT (64 * 1024)
-#define GPQ_MAX_SG 256
+#include "kgpu_shim.h"
 
 /* ---- module parameters ---------------------------------------------------- */
 
@@ -404,11 +366,15 @@ static void gpq_free_buffers(void)
 }
 
 /* Buffers and the debugfs file (in the kgpu directory shim.c created). */
-int kgpu_gpq_shim_init(void)
+int kgpu_gpq_shim_init(size_t max_unit, unsigned int max_sg)
 {
 	struct dentry *dir;
 	unsigned int cpu;
 
+	if (max_unit != GPQ_MAX_UNIT || max_sg != GPQ_MAX_SG) {
+		pr_err("kgpu: gpq: limits differ from gpq.rs\n");
+		return -EINVAL;
+	}
 	gpq_zero = kzalloc(GPQ_MAX_UNIT, GFP_KERNEL);
 	gpq_pcpu = kcalloc(nr_cpu_ids, sizeof(*gpq_pcpu), GFP_KERNEL);
 	if (!gpq_zero || !gpq_pcpu)
