@@ -93,9 +93,10 @@ DKMS_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' dkms.conf)
 DKMS_SRC ?= $(DESTDIR)/usr/src/kgpu-$(DKMS_VERSION)
 dkms-src:
 	rm -rf $(DKMS_SRC)
-	install -d $(DKMS_SRC)/kmod $(DKMS_SRC)/common/src $(DKMS_SRC)/services/aes/src $(DKMS_SRC)/services/raid6/src
+	install -d $(DKMS_SRC)/kmod/core_state $(DKMS_SRC)/common/src $(DKMS_SRC)/services/aes/src $(DKMS_SRC)/services/raid6/src
 	install -m 0644 Kbuild dkms.conf LICENSE-GPLv2 $(DKMS_SRC)/
 	install -m 0644 kmod/Kbuild kmod/*.rs kmod/*.c kmod/*.h $(DKMS_SRC)/kmod/
+	install -m 0644 kmod/core_state/*.rs $(DKMS_SRC)/kmod/core_state/
 	install -m 0644 common/src/*.rs $(DKMS_SRC)/common/src/
 	install -m 0644 services/aes/src/proto.rs $(DKMS_SRC)/services/aes/src/
 	install -m 0644 services/raid6/src/proto.rs $(DKMS_SRC)/services/raid6/src/
