@@ -3,12 +3,12 @@
 //! Completion: reaping, timeouts, the heartbeat, the kernel-side poll,
 //! and a helper that broke the ring protocol.
 
-use super::stats::{svc, BAD_COMPLETIONS, LATE_COMPLETIONS, POLLS, RING_CORRUPT, STALLS};
-use super::{now_ns, Attached, SlotState, REAP_BATCH, STATE, TIMEOUT_SCAN_NS};
+use super::stats::{svc, SvcStats, BAD_COMPLETIONS, LATE_COMPLETIONS, POLLS, RING_CORRUPT, STALLS};
+use super::{now_ns, Attached, SlotCtx, SlotState, REAP_BATCH, STATE, TIMEOUT_SCAN_NS};
 use crate::api::{DoneFn, OutView, Outcome};
 use crate::kcommon::abi::Status;
 use crate::kcommon::slots::Ticket;
-use crate::shim;
+use crate::{shim, Counter};
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
@@ -40,6 +40,52 @@ struct Reaped {
 
 const NO_REAPED: Option<Reaped> = None;
 
+/// Requests given up on (a broken helper, a timeout, a stopped heartbeat):
+/// marked `Zombie` under the lock, at most `REAP_BATCH` per round trip,
+/// their callbacks run after it is dropped. Their extents stay allocated
+/// until the helper completes them or detaches.
+struct Doomed {
+    dead: [Option<(DoneFn, usize, u16)>; REAP_BATCH],
+    n: usize,
+}
+
+impl Doomed {
+    const fn new() -> Self {
+        Doomed {
+            dead: [None; REAP_BATCH],
+            n: 0,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.n == REAP_BATCH
+    }
+
+    /// Gives up on a pending slot and keeps its callback (the caller checked
+    /// that there is room).
+    fn take(&mut self, c: &mut SlotCtx) {
+        c.state = SlotState::Zombie;
+        if let Some(d) = c.done {
+            self.dead[self.n] = Some((d, c.ctx, c.service));
+            self.n += 1;
+        }
+    }
+
+    /// Outside the lock, preemption still off: counts each request in
+    /// `counter` of its service and runs its callback with `status`.
+    fn fail(&self, status: Status, counter: fn(&SvcStats) -> &Counter) {
+        for d in self.dead.iter().take(self.n).flatten() {
+            counter(svc(d.2)).add(1);
+            let o = Outcome {
+                status,
+                backend: 0,
+                out: OutView::empty(),
+            };
+            (d.0)(d.1, &o);
+        }
+    }
+}
+
 /// Takes completions off the ring, validates them and runs the callbacks.
 pub(crate) fn reap() {
     loop {
@@ -49,8 +95,7 @@ pub(crate) fn reap() {
         let mut batch: [Option<Reaped>; REAP_BATCH] = [NO_REAPED; REAP_BATCH];
         let mut n = 0usize;
         let mut more = false;
-        let mut dead: [Option<(DoneFn, usize, u16)>; REAP_BATCH] = [None; REAP_BATCH];
-        let mut ndead = 0usize;
+        let mut dead = Doomed::new();
         let epoch = STATE.with(|s| {
             let a = s.att.as_mut()?;
             if a.detaching {
@@ -124,17 +169,13 @@ pub(crate) fn reap() {
                 // Fail everything still waiting; their extents stay allocated
                 // (the helper may still write them) until detach.
                 for i in 0..a.ctx.len() {
-                    if ndead == REAP_BATCH {
+                    if dead.is_full() {
                         more = true;
                         break;
                     }
                     let c = &mut a.ctx[i];
                     if c.state == SlotState::Pending {
-                        c.state = SlotState::Zombie;
-                        if let Some(d) = c.done {
-                            dead[ndead] = Some((d, c.ctx, c.service));
-                            ndead += 1;
-                        }
+                        dead.take(c);
                     }
                 }
             }
@@ -145,15 +186,7 @@ pub(crate) fn reap() {
         });
         let Some(epoch) = epoch else { return };
 
-        for d in dead.iter().take(ndead).flatten() {
-            svc(d.2).errors.add(1);
-            let o = Outcome {
-                status: Status::BackendError,
-                backend: 0,
-                out: OutView::empty(),
-            };
-            (d.0)(d.1, &o);
-        }
+        dead.fail(Status::BackendError, |st| &st.errors);
         if n == 0 {
             if more {
                 continue;
@@ -222,8 +255,7 @@ fn expire() {
     loop {
         // Preemption off from marking to callback (see `shim::NoPreempt`).
         let _np = shim::NoPreempt::new();
-        let mut dead: [Option<(DoneFn, usize, u16)>; REAP_BATCH] = [None; REAP_BATCH];
-        let mut ndead = 0usize;
+        let mut dead = Doomed::new();
         let mut more = false;
         STATE.with(|s| {
             let Some(a) = s.att.as_mut() else { return };
@@ -253,30 +285,18 @@ fn expire() {
             for i in 0..a.ctx.len() {
                 let c = &mut a.ctx[i];
                 if c.state == SlotState::Pending && (stalled || now - c.submitted_ns > limit_ns) {
-                    if ndead == REAP_BATCH {
+                    if dead.is_full() {
                         more = true;
                         break;
                     }
-                    c.state = SlotState::Zombie;
-                    if let Some(d) = c.done {
-                        dead[ndead] = Some((d, c.ctx, c.service));
-                        ndead += 1;
-                    }
+                    dead.take(c);
                 }
             }
             if !more {
                 a.last_scan_ns = now;
             }
         });
-        for d in dead.iter().take(ndead).flatten() {
-            svc(d.2).timeouts.add(1);
-            let o = Outcome {
-                status: Status::TimedOut,
-                backend: 0,
-                out: OutView::empty(),
-            };
-            (d.0)(d.1, &o);
-        }
+        dead.fail(Status::TimedOut, |st| &st.timeouts);
         if !more {
             return;
         }
