@@ -30,6 +30,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 
 pub mod api;
+mod api_types;
 mod core_state;
 mod gaes;
 mod gpq;

@@ -7,7 +7,7 @@ use super::{
     errno, now_ns, Attached, SlotCtx, SlotState, Source, Transport, CHUNK_SHIFT, EBADMSG,
     EOPNOTSUPP, EPROTO, STATE,
 };
-use crate::api::{OutView, Outcome};
+use crate::api_types::{OutView, Outcome};
 use crate::kcommon::abi::{
     cq_flag, helper_state, Cqe, RegionHeader, RingIndices, Sqe, Status, HEADER_SIZE, PAGE_SIZE,
 };

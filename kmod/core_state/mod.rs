@@ -23,7 +23,7 @@ mod submit;
 use self::attach::{attach, detach};
 use self::reap::mark_broken;
 use self::stats::{DOORBELLS, OPEN_REFUSED};
-use crate::api::DoneFn;
+use crate::api_types::DoneFn;
 use crate::kcommon::abi::{helper_state, sq_flag, Cqe, Extent, RegionHeader, Sqe};
 use crate::kcommon::alloc::ExtentAllocator;
 use crate::kcommon::ioctl::{KGPU_IOC_ATTACH, KGPU_IOC_DOORBELL, KGPU_IOC_DRAIN};

@@ -5,7 +5,7 @@
 
 use super::stats::{svc, SvcStats, BAD_COMPLETIONS, LATE_COMPLETIONS, POLLS, RING_CORRUPT, STALLS};
 use super::{now_ns, Attached, SlotCtx, SlotState, REAP_BATCH, STATE, TIMEOUT_SCAN_NS};
-use crate::api::{DoneFn, OutView, Outcome};
+use crate::api_types::{DoneFn, OutView, Outcome};
 use crate::kcommon::abi::Status;
 use crate::kcommon::slots::Ticket;
 use crate::{shim, Counter};

@@ -5,7 +5,7 @@
 use super::reap::mark_broken;
 use super::stats::svc;
 use super::{now_ns, SlotCtx, SlotState, STATE};
-use crate::api::{DoneFn, SubmitError};
+use crate::api_types::{DoneFn, SubmitError};
 use crate::kcommon::abi::{sq_flag, Extent, Sqe};
 use crate::kcommon::ring::{must_wake, RingError};
 use crate::kcommon::slots::Ticket;
