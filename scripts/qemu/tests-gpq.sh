@@ -352,8 +352,8 @@ test_btrfs_raid6() {
     [ $r = 0 ] && spin_ok
 }
 
-# dm-raid raid6 (raid6_zr, 6 devices, no metadata devices): the initial
-# resync (P and Q of every stripe through gpq), 16 MiB written and read back.
+# dm-raid raid6 (raid6_zr, 6 devices, no metadata devices, so no initial
+# resync): 16 MiB written (P and Q of every stripe through gpq) and read back.
 # No `check` message: on 6.12.117 a `dmsetup remove` right after a finished
 # check hung once in raid5_quiesce (both CPUs idle), which is not kgpu's to
 # fix here; md's own check with every answer verified runs in
