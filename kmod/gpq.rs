@@ -818,8 +818,7 @@ pub(crate) fn decide() {
     let t = cost::threshold(&i, 4096, max_payload)
         .map_or(u64::MAX, |p| (p * u64::from(all)).div_ceil(u64::from(data)));
     DECIDED.store(t, Ordering::Relaxed);
-    let at = u64::from(data) * bytes as u64;
-    let d = cost::decide(&i, at);
+    let d = cost::decide(&i, decide_at());
     policy::log_line(|w| {
         let _ = write!(w, "gpq: raid6: ");
         if t == u64::MAX {
@@ -838,6 +837,13 @@ pub(crate) fn decide() {
         );
         policy::describe_gpu(w, &i, &d);
     });
+}
+
+/// The size the logged decision is shown at: the data blocks of the
+/// decision size (the model speaks of payload bytes).
+fn decide_at() -> u64 {
+    let (disks, bytes) = SIZES[DECIDE_SIZE];
+    u64::from(disks - 2) * bytes as u64
 }
 
 /// The model's inputs: the saved algorithm's rate at the decision size, the
@@ -879,10 +885,8 @@ fn write_stats(w: &mut BufWriter<'_>) {
         let _ = writeln!(w, "threshold: {} ({})", t, from.name());
     }
     {
-        use crate::kcommon::cost;
-        let (disks, bytes) = SIZES[DECIDE_SIZE];
         let i = inputs();
-        let d = cost::decide(&i, u64::from(disks - 2) * bytes as u64);
+        let d = crate::kcommon::cost::decide(&i, decide_at());
         let dt = DECIDED.load(Ordering::Relaxed);
         let _ = write!(
             w,

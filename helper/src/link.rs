@@ -24,11 +24,7 @@ pub struct Link {
 pub fn measure(bytes: usize) -> Option<Link> {
     use cudarc::driver::{sys, CudaContext, DevicePtr};
     use std::time::{Duration, Instant};
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let ctx = std::panic::catch_unwind(|| CudaContext::new(0));
-    std::panic::set_hook(hook);
-    let ctx = ctx.ok()?.ok()?;
+    let ctx = crate::cuda::quietly(|| CudaContext::new(0)).ok()?.ok()?;
     let (up, down) = (ctx.new_stream().ok()?, ctx.new_stream().ok()?);
     let mut host = vec![0u8; 2 * bytes];
     // SAFETY: `host` outlives the registration, undone before it is freed.

@@ -63,7 +63,7 @@ fn drv(e: DriverError) -> CudaInitError {
 
 /// Runs `f`, turning a panic (cudarc panics when it cannot load libcuda or
 /// libnvrtc) into `Err` without printing it.
-fn quietly<R>(f: impl FnOnce() -> R) -> Result<R, ()> {
+pub(crate) fn quietly<R>(f: impl FnOnce() -> R) -> Result<R, ()> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
