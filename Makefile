@@ -88,18 +88,19 @@ test: test-rust fuzz-smoke test-kernel test-ivshmem test-soak test-kernel-debug
 test: SOAK_SECONDS = 60
 
 # The module's sources alone (no build outputs) in $(DKMS_SRC), for
-# `dkms add $(DKMS_SRC)`: Kbuild, kmod/ and the files kmod/ includes by path.
+# `dkms add $(DKMS_SRC)`: Kbuild, kmod/ and the files kmod/ includes by path
+# (common/src, each service's kernel/ and its wire encoding, src/proto.rs).
 DKMS_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' dkms.conf)
 DKMS_SRC ?= $(DESTDIR)/usr/src/kgpu-$(DKMS_VERSION)
 dkms-src:
 	rm -rf $(DKMS_SRC)
-	install -d $(DKMS_SRC)/kmod/core_state $(DKMS_SRC)/common/src $(DKMS_SRC)/services/aes/src $(DKMS_SRC)/services/raid6/src
+	install -d $(DKMS_SRC)/kmod/core_state $(DKMS_SRC)/common/src
 	install -m 0644 Kbuild dkms.conf LICENSE-GPLv2 $(DKMS_SRC)/
 	install -m 0644 kmod/Kbuild kmod/*.rs kmod/*.c kmod/*.h $(DKMS_SRC)/kmod/
 	install -m 0644 kmod/core_state/*.rs $(DKMS_SRC)/kmod/core_state/
 	install -m 0644 common/src/*.rs $(DKMS_SRC)/common/src/
-	install -m 0644 services/aes/src/proto.rs $(DKMS_SRC)/services/aes/src/
-	install -m 0644 services/raid6/src/proto.rs $(DKMS_SRC)/services/raid6/src/
+	for f in services/*/kernel/*.rs services/*/kernel/*.c services/*/kernel/*.h services/*/src/proto.rs; do \
+		[ ! -f $$f ] || install -D -m 0644 $$f $(DKMS_SRC)/$$f; done
 	rm -f $(DKMS_SRC)/kmod/*.mod.c
 	@echo "module sources in $(DKMS_SRC): dkms add $(DKMS_SRC) && dkms install kgpu/$(DKMS_VERSION)"
 

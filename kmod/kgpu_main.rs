@@ -32,7 +32,9 @@ use kernel::prelude::*;
 pub mod api;
 mod api_types;
 mod core_state;
+#[path = "../services/aes/kernel/gaes.rs"]
 mod gaes;
+#[path = "../services/raid6/kernel/gpq.rs"]
 mod gpq;
 mod ivshmem;
 pub mod kcommon;

@@ -18,10 +18,12 @@ use crate::shm::DataArea;
 use kgpu_common::abi::{Sqe, Status};
 use kgpu_common::request::CheckedExtents;
 
+#[path = "../../../services/aes/helper.rs"]
 pub mod aes;
 pub mod echo;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+#[path = "../../../services/raid6/helper.rs"]
 pub mod raid6;
 
 /// One service, as the helper knows it.
