@@ -32,15 +32,35 @@ use kernel::prelude::*;
 pub mod api;
 mod api_types;
 mod core_state;
-#[path = "../services/aes/kernel/gaes.rs"]
-mod gaes;
-#[path = "../services/raid6/kernel/gpq.rs"]
-mod gpq;
 mod ivshmem;
 pub mod kcommon;
 mod policy;
 pub mod kservices;
 mod selftest;
+mod service;
+
+/// The kernel halves of the services, each from its folder
+/// (`services/<name>/kernel/`), and [`SERVICES`], their table: one line per
+/// service.
+macro_rules! services {
+    ($($m:ident => $path:literal),* $(,)?) => {
+        $(
+            #[path = $path]
+            mod $m;
+        )*
+        /// Every service of the module, in load order (and in the order of
+        /// the statistics rows). ECHO is the core's own.
+        pub(crate) const SERVICES: &[service::Service] = &[
+            $($m::SERVICE,)*
+            service::Service::new(kcommon::abi::service::ECHO, c"echo"),
+        ];
+    };
+}
+
+services! {
+    gaes => "../services/aes/kernel/gaes.rs",
+    gpq => "../services/raid6/kernel/gpq.rs",
+}
 
 module! {
     type: Kgpu,
@@ -106,6 +126,29 @@ pub(crate) mod shim {
         pub(crate) fn kgpu_shim_preempt_enable();
         pub(crate) fn kgpu_shim_transport_mode() -> c_uint;
         pub(crate) fn kgpu_shim_ivshmem_poll_us() -> c_uint;
+        fn kgpu_shim_command_file(slot: c_uint, name: *const c_char) -> c_int;
+        fn kgpu_shim_command_file_remove(slot: c_uint);
+    }
+
+    /// `KGPU_CMD_FILES` of kgpu_shim.h.
+    pub(crate) const CMD_FILES: u32 = 8;
+
+    /// Creates the debugfs command file `kgpu/<name>` in `slot` (see
+    /// kgpu_shim.h); its commands go to `kgpu_rs_command`.
+    pub(crate) fn command_file(slot: u32, name: &'static core::ffi::CStr) -> Result {
+        // SAFETY: `name` is NUL-terminated and static; the shim checks `slot`.
+        let r = unsafe { kgpu_shim_command_file(slot, name.as_ptr()) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(Error::from_errno(r))
+        }
+    }
+
+    /// Removes command file `slot`, waiting for a command running in it.
+    pub(crate) fn command_file_remove(slot: u32) {
+        // SAFETY: process context (unload); the shim checks `slot`.
+        unsafe { kgpu_shim_command_file_remove(slot) }
     }
 
     /// The `transport` module parameter, parsed once at load.
@@ -299,50 +342,57 @@ impl Write for BufWriter<'_> {
     }
 }
 
-struct Kgpu;
+/// The core (the device, debugfs, the ivshmem driver and the poll work in
+/// shim.c) while it is up.
+struct Core(());
 
-impl kernel::Module for Kgpu {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+impl Core {
+    fn up() -> Result<Self> {
         // SAFETY: called once at load, before any file operation can run.
         let ret = unsafe { shim::kgpu_shim_init() };
         if ret != 0 {
             return Err(Error::from_errno(ret));
         }
-        policy::measure_copy();
-        if let Err(e) = gaes::init() {
-            // SAFETY: undoes the successful `kgpu_shim_init` above.
-            unsafe { shim::kgpu_shim_exit() };
-            return Err(e);
-        }
-        if let Err(e) = gpq::init() {
-            gaes::exit();
-            // SAFETY: undoes the successful `kgpu_shim_init` above.
-            unsafe { shim::kgpu_shim_exit() };
-            return Err(e);
-        }
-        pr_info!(
-            "/dev/kgpu ready (ABI {}, sqe {} B, cqe {} B)\n",
-            kcommon::abi::ABI_VERSION,
-            core::mem::size_of::<kcommon::abi::Sqe>(),
-            core::mem::size_of::<kcommon::abi::Cqe>()
-        );
-        Ok(Kgpu)
+        Ok(Core(()))
     }
 }
 
-impl Drop for Kgpu {
+impl Drop for Core {
     fn drop(&mut self) {
         // The device cannot be open here (its file operations hold a module
         // reference), so no pinned region is attached; the shim unbinds the
         // ivshmem device (detaching its region: requests in flight fail to
         // the CPU path) and removes the device, the debugfs files and the
         // poll work.
-        gpq::exit();
-        gaes::exit();
-        // SAFETY: called once at unload, after `init` succeeded.
+        // SAFETY: `Core::up` succeeded; called once.
         unsafe { shim::kgpu_shim_exit() };
         core_state::assert_detached();
         pr_info!("unloaded\n");
+    }
+}
+
+/// The loaded module. Fields drop in order: the services first, then the
+/// core.
+struct Kgpu {
+    _services: service::Registered,
+    _core: Core,
+}
+
+impl kernel::Module for Kgpu {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let core = Core::up()?;
+        policy::measure_copy();
+        let services = service::Registered::all()?;
+        pr_info!(
+            "/dev/kgpu ready (ABI {}, sqe {} B, cqe {} B)\n",
+            kcommon::abi::ABI_VERSION,
+            core::mem::size_of::<kcommon::abi::Sqe>(),
+            core::mem::size_of::<kcommon::abi::Cqe>()
+        );
+        Ok(Kgpu {
+            _services: services,
+            _core: core,
+        })
     }
 }
 
@@ -408,28 +458,6 @@ extern "C" fn kgpu_rs_stats(buf: *mut c_char, len: usize) -> usize {
     let mut w = BufWriter::new(out);
     core_state::write_stats(&mut w);
     w.len
-}
-
-#[no_mangle]
-extern "C" fn kgpu_rs_selftest(
-    cmd: *const c_char,
-    cmd_len: usize,
-    out: *mut c_char,
-    out_len: usize,
-) -> c_long {
-    // SAFETY: the shim passes its NUL-terminated copy of the user's command
-    // (`cmd_len` bytes) and a zeroed buffer of `out_len` bytes, both private
-    // to this call.
-    let (cmd, out) = unsafe {
-        (
-            core::slice::from_raw_parts(cmd.cast::<u8>(), cmd_len),
-            core::slice::from_raw_parts_mut(out.cast::<u8>(), out_len),
-        )
-    };
-    match selftest::run(cmd, out) {
-        Ok(()) => 0,
-        Err(e) => e.to_errno() as c_long,
-    }
 }
 
 /// Counters kept with atomics, readable without the lock.

@@ -28,7 +28,7 @@ unsigned int kgpu_rs_poll_mask(void);
 long kgpu_rs_ioctl(unsigned int cmd, unsigned long arg);
 void kgpu_rs_poll_work(void);
 size_t kgpu_rs_stats(char *buf, size_t len);
-long kgpu_rs_selftest(const char *cmd, size_t cmd_len, char *out, size_t out_len);
+long kgpu_rs_command(unsigned int slot, const char *cmd, size_t cmd_len, char *out, size_t out_len);
 int kgpu_rs_ivshmem_bind(void *base, u64 len);
 void kgpu_rs_ivshmem_unbind(void);
 unsigned int kgpu_rs_ivshmem_tick(void);
@@ -103,6 +103,15 @@ int kgpu_shim_raid6_gen(int disks, size_t unit, const u8 *data, u8 *pq);
 /* For the debugfs files of all three C files: reads the text @fill renders. */
 ssize_t kgpu_shim_read_text(char __user *ubuf, size_t count, loff_t *ppos,
 			    size_t (*fill)(char *buf, size_t len));
+
+/*
+ * Command files in debugfs kgpu/: slot 0 is the self-test, slot 1 + i the file
+ * of service i of the service table (service.rs checks it has at most
+ * KGPU_CMD_FILES - 1 services).
+ */
+#define KGPU_CMD_FILES 8
+int kgpu_shim_command_file(unsigned int slot, const char *name);
+void kgpu_shim_command_file_remove(unsigned int slot);
 
 /* ==== shim_crypto.c ======================================================== */
 

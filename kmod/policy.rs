@@ -115,13 +115,6 @@ pub(crate) fn figures(service: u16) -> GpuFigures {
     }
 }
 
-/// A helper attached: every service decides again from its figures.
-/// Process context or not; never sleeps.
-pub(crate) fn helper_attached() {
-    crate::gaes::decide();
-    crate::gpq::decide();
-}
-
 /// The model's inputs for a service with CPU code at `cpu_mbps` per core
 /// and `copy_num / copy_den` bytes copied per payload byte.
 pub(crate) fn inputs(service: u16, cpu_mbps: u64, copy_num: u32, copy_den: u32) -> Inputs {

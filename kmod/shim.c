@@ -741,13 +741,25 @@ static const struct file_operations stats_fops = {
 	.llseek = default_llseek,
 };
 
-/* The last self-test report, read back from the selftest file. */
-static DEFINE_MUTEX(selftest_mutex);
-static char selftest_report[512] = "never run\n";
+/*
+ * Command files: a command written to one runs in Rust (kgpu_rs_command) and
+ * its report is read back from the same file. Slot 0 is the self-test
+ * (debugfs kgpu/selftest); slot 1 + i is service i of the module's service
+ * table, for a service that asks for one (kgpu/<name>).
+ */
+struct kgpu_cmd_file {
+	struct mutex lock;
+	struct dentry *dentry;
+	char report[512];
+};
 
-static ssize_t selftest_write(struct file *file, const char __user *ubuf, size_t count,
-			      loff_t *ppos)
+static struct kgpu_cmd_file kgpu_cmd_files[KGPU_CMD_FILES];
+static struct dentry *kgpu_debugfs;
+
+static ssize_t cmd_write(struct file *file, const char __user *ubuf, size_t count, loff_t *ppos)
 {
+	struct kgpu_cmd_file *f = file->private_data;
+	unsigned int slot = f - kgpu_cmd_files;
 	char cmd[64];
 	char *report;
 	long ret;
@@ -757,41 +769,67 @@ static ssize_t selftest_write(struct file *file, const char __user *ubuf, size_t
 	if (copy_from_user(cmd, ubuf, count))
 		return -EFAULT;
 	cmd[count] = 0;
-	report = kzalloc(sizeof(selftest_report), GFP_KERNEL);
+	report = kzalloc(sizeof(f->report), GFP_KERNEL);
 	if (!report)
 		return -ENOMEM;
-	/* One self-test at a time. */
-	if (mutex_lock_interruptible(&selftest_mutex)) {
+	/* One command per file at a time. */
+	if (mutex_lock_interruptible(&f->lock)) {
 		kfree(report);
 		return -ERESTARTSYS;
 	}
-	ret = kgpu_rs_selftest(cmd, count, report, sizeof(selftest_report) - 1);
-	if (ret >= 0)
-		strscpy(selftest_report, report, sizeof(selftest_report));
-	mutex_unlock(&selftest_mutex);
+	ret = kgpu_rs_command(slot, cmd, count, report, sizeof(f->report) - 1);
+	/* A refused command keeps the last report unless it says why. */
+	if (ret >= 0 || report[0])
+		strscpy(f->report, report, sizeof(f->report));
+	mutex_unlock(&f->lock);
 	kfree(report);
 	return ret < 0 ? ret : count;
 }
 
-static ssize_t selftest_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+static ssize_t cmd_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
 {
+	struct kgpu_cmd_file *f = file->private_data;
 	ssize_t ret;
 
-	mutex_lock(&selftest_mutex);
-	ret = simple_read_from_buffer(ubuf, count, ppos, selftest_report,
-				      strlen(selftest_report));
-	mutex_unlock(&selftest_mutex);
+	mutex_lock(&f->lock);
+	ret = simple_read_from_buffer(ubuf, count, ppos, f->report, strlen(f->report));
+	mutex_unlock(&f->lock);
 	return ret;
 }
 
-static const struct file_operations selftest_fops = {
+static const struct file_operations cmd_fops = {
 	.owner = THIS_MODULE,
-	.read = selftest_read,
-	.write = selftest_write,
+	.open = simple_open,
+	.read = cmd_read,
+	.write = cmd_write,
 	.llseek = default_llseek,
 };
 
-static struct dentry *kgpu_debugfs;
+int kgpu_shim_command_file(unsigned int slot, const char *name)
+{
+	struct kgpu_cmd_file *f;
+
+	if (slot >= KGPU_CMD_FILES || kgpu_cmd_files[slot].dentry)
+		return -EINVAL;
+	f = &kgpu_cmd_files[slot];
+	mutex_init(&f->lock);
+	strscpy(f->report, "never run\n", sizeof(f->report));
+	f->dentry = debugfs_create_file(name, 0600, kgpu_debugfs, f, &cmd_fops);
+	/* debugfs failures are not fatal (the files are for testing). */
+	if (IS_ERR(f->dentry))
+		f->dentry = NULL;
+	return 0;
+}
+
+/* Waits for a command running in the file to finish (debugfs_remove does). */
+void kgpu_shim_command_file_remove(unsigned int slot)
+{
+	if (slot >= KGPU_CMD_FILES)
+		return;
+	debugfs_remove(kgpu_cmd_files[slot].dentry);
+	kgpu_cmd_files[slot].dentry = NULL;
+}
+
 
 /* ---- registration ----------------------------------------------------------- */
 
@@ -814,10 +852,11 @@ int kgpu_shim_init(void)
 		return ret;
 	kgpu_debugfs = debugfs_create_dir("kgpu", NULL);
 	debugfs_create_file("stats", 0400, kgpu_debugfs, NULL, &stats_fops);
-	debugfs_create_file("selftest", 0600, kgpu_debugfs, NULL, &selftest_fops);
+	kgpu_shim_command_file(0, "selftest");
 	if (transport_mode != 1) {
 		ret = pci_register_driver(&kgpu_ivs_driver);
 		if (ret) {
+			kgpu_shim_command_file_remove(0);
 			debugfs_remove_recursive(kgpu_debugfs);
 			misc_deregister(&kgpu_misc);
 			return ret;
@@ -833,6 +872,7 @@ void kgpu_shim_exit(void)
 		pci_unregister_driver(&kgpu_ivs_driver);
 		kgpu_ivs_registered = false;
 	}
+	kgpu_shim_command_file_remove(0);
 	debugfs_remove_recursive(kgpu_debugfs);
 	misc_deregister(&kgpu_misc);
 	cancel_delayed_work_sync(&kgpu_poll_work);

@@ -38,16 +38,6 @@ pub mod service {
     pub const RAID6: u16 = 2;
     /// Copies input to output; used by tests and to measure the ring itself.
     pub const ECHO: u16 = 3;
-
-    /// Human-readable name of a service id.
-    pub const fn name(id: u16) -> &'static str {
-        match id {
-            AES => "aes",
-            RAID6 => "raid6",
-            ECHO => "echo",
-            _ => "unknown",
-        }
-    }
 }
 
 /// Header feature bits.

@@ -158,6 +158,42 @@ fn gpu_backend_matches_cpu_through_the_ring() {
     assert_eq!(on_gpu, total, "every valid request ran on the GPU");
 }
 
+/// Every service with a GPU part, from the registry (a new service is
+/// covered without a line here): its calibration probes at odd sizes, small
+/// to large, on the GPU through the ring against its CPU code.
+#[test]
+fn every_gpu_service_matches_cpu_on_its_probes() {
+    if !gpu_present() {
+        return;
+    }
+    let sub = Submitter::create(
+        None,
+        RegionSpec {
+            sq_entries: 64,
+            cq_entries: 128,
+            data_size: 128 << 20,
+        },
+    )
+    .unwrap();
+    let helper = cuda_helper(&sub);
+    let services = CpuServices::new();
+    let mut rng = Rng::new(0x5e7);
+    let (mut total, mut on_gpu) = (0, 0);
+    for s in services.registry().iter() {
+        let Some(gpu) = s.gpu() else { continue };
+        for size in [4usize, 100, 4096 + 12, 65536 - 4, 1 << 20, (5 << 20) + 36] {
+            let job = gpu.probe(size, &mut rng);
+            assert_eq!(job.service, s.id(), "{} probes its own service", s.name());
+            total += 1;
+            on_gpu += u32::from(ran_on_gpu(run(&sub, &job, &services)));
+        }
+    }
+    drop(helper);
+    eprintln!("{on_gpu} of {total} probe requests ran on the GPU");
+    assert!(total >= 12, "at least aes and raid6 have GPU parts");
+    assert_eq!(on_gpu, total, "every probe ran on the GPU");
+}
+
 /// Under load: many large requests in flight at once on every stream, each
 /// checked against the CPU, with the aggregate rate printed for comparison
 /// with the benchmark.

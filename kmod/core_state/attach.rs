@@ -231,7 +231,7 @@ fn install(r: Result<KBox<Attached>>) -> Result {
     });
     if installed.is_ok() {
         ATTACHES.add(1);
-        crate::policy::helper_attached();
+        crate::service::helper_attached();
     } else {
         ATTACH_REFUSED.add(1);
     }

@@ -43,20 +43,14 @@ impl SvcStats {
     }
 }
 
-/// Indexed by service id (0: unknown ids).
-static SVC: [SvcStats; 4] = [
-    SvcStats::new(),
-    SvcStats::new(),
-    SvcStats::new(),
-    SvcStats::new(),
-];
+/// One set per entry of the service table, in its order, and a last one
+/// for requests of ids it does not list.
+#[allow(clippy::declare_interior_mutable_const)]
+const FRESH: SvcStats = SvcStats::new();
+static SVC: [SvcStats; crate::SERVICES.len() + 1] = [FRESH; crate::SERVICES.len() + 1];
 
 pub(crate) fn svc(service: u16) -> &'static SvcStats {
-    &SVC[if (service as usize) < SVC.len() {
-        service as usize
-    } else {
-        0
-    }]
+    &SVC[crate::service::position(service).unwrap_or(crate::SERVICES.len())]
 }
 
 pub(super) static ATTACHES: Counter = Counter::new();
@@ -164,8 +158,8 @@ pub(crate) fn write_stats(w: &mut BufWriter<'_>) {
         w,
         "service submitted ok errors timeouts nohelper busy detach_failed bytes_in bytes_out avg_latency_ns gpu_ok gpu_bytes"
     );
-    for (id, name) in [(1u16, "aes"), (2, "raid6"), (3, "echo"), (0, "other")] {
-        let st = svc(id);
+    let names = crate::SERVICES.iter().map(|s| s.name()).chain(["other"]);
+    for (st, name) in SVC.iter().zip(names) {
         let done = st.ok.get() + st.errors.get();
         let _ = writeln!(
             w,

@@ -94,6 +94,12 @@ stat_of() {
     sed -n "s/^$1: //p" $D/stats
 }
 
+# svc_col SERVICE COLUMN: one column of a service's row in the statistics.
+svc_col() {
+    awk -v s="$1" -v c="$2" '$1 == "service" { for (i = 1; i <= NF; i++) col[$i] = i }
+        $1 == s && col[c] { print $col[c] }' $D/stats
+}
+
 selftest() {
     echo "$*" > $D/selftest || return 1
     cat $D/selftest
@@ -738,6 +744,8 @@ fi
 
 [ -f /tests-gaes.sh ] && . /tests-gaes.sh
 . /tests-gpq.sh
+# Each service's own guest tests (services/NAME/tests/guest.sh).
+for f in /services/*.sh; do [ -f "$f" ] && . "$f"; done
 
 stop_server >/dev/null 2>&1
 t module_unload test_unload

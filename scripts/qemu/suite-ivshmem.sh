@@ -18,6 +18,7 @@ KGPU_DEFINE_ONLY=1
 . /guest-tests.sh
 . /tests-gaes.sh
 . /tests-gpq.sh
+for f in /services/*.sh; do [ -f "$f" ] && . "$f"; done
 KGPU_DEFINE_ONLY=
 HAVE_HELPER=1
 E2E_BACKEND=${KGPU_E2E_BACKEND:-cpu}
@@ -29,6 +30,7 @@ KGPU_INSMOD_ARGS="transport=ivshmem heartbeat_timeout_ms=$((5000 * SLOW)) gaes_p
 if [ "${IVSHMEM_QUICK:-0}" = 1 ]; then
     ONLY="module_* ivshmem_* gaes_proc_crypto_* gaes_dmcrypt_xts_cross_read gaes_dmcrypt_helper_killed
 gpq_md_raid6_write_check gpq_md_helper_killed_in_resync gpq_md_teardown no_kmemleak_* dmesg_clean"
+    for e in $SERVICE_E2E; do ONLY="$ONLY ${e%%:*}"; done
 fi
 # A helper starting on the host (CUDA initialisation, the first NVRTC
 # compile) may take a while before it offers the region.
@@ -79,18 +81,13 @@ gaes_defaults() {
 }
 
 # svc_col SERVICE COLUMN: a column of the module's per-service counters.
-svc_col() {
-    awk -v s="$1" -v c="$2" '$1 == "service" { for (i = 1; i <= NF; i++) col[$i] = i }
-        $1 == s && col[c] { print $col[c] }' $D/stats
-}
-
 # gpu_note SERVICES...: what the helper computed since the module was loaded,
 # by backend, for the record; with the CUDA backend (and its crossover at 0)
 # every answer of the services named must have come from the GPU (echo runs
 # on the helper's CPU by design).
 gpu_note() {
     line=
-    for s in aes raid6 echo; do
+    for s in $(awk '$1 == "service" { rows = 1; next } rows && $1 != "other" { print $1 }' $D/stats); do
         line="$line $s ok=$(svc_col $s ok) gpu_ok=$(svc_col $s gpu_ok) gpu_bytes=$(svc_col $s gpu_bytes);"
     done
     echo "kernel counters since load:$line" >> /tmp/t.info
@@ -267,6 +264,12 @@ e2e ivshmem_selftest_aes aes test_ivs_selftest aes 3000 32 4096
 e2e ivshmem_selftest_aes_parallel aes test_ivs_selftest aes 4000 32 4096 par=4
 e2e ivshmem_selftest_raid6 raid6 test_ivs_selftest raid6 1000 16
 e2e ivshmem_nosleep_spinning_calls raid6 test_helper_nosleep
+# Each service's own round trip (services/NAME/tests/guest.sh adds
+# NAME:SERVICE:FUNCTION to SERVICE_E2E).
+for e in $SERVICE_E2E; do
+    rest=${e#*:}
+    e2e "${e%%:*}" "${rest%%:*}" "${rest#*:}"
+done
 t ivshmem_helper_killed_then_restarted test_ivs_kill_restart
 t ivshmem_helper_stopped_gracefully test_ivs_graceful_stop
 t ivshmem_module_reload_reattaches test_ivs_reload

