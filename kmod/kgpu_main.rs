@@ -60,6 +60,7 @@ macro_rules! services {
 services! {
     gaes => "../services/aes/kernel/gaes.rs",
     gpq => "../services/raid6/kernel/gpq.rs",
+    example => "../services/example/kernel/example.rs",
 }
 
 module! {

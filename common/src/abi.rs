@@ -38,6 +38,8 @@ pub mod service {
     pub const RAID6: u16 = 2;
     /// Copies input to output; used by tests and to measure the ring itself.
     pub const ECHO: u16 = 3;
+    /// The example service, the folder to copy (`services/example/`).
+    pub const EXAMPLE: u16 = 4;
 }
 
 /// Header feature bits.

@@ -40,6 +40,7 @@ services! {
     aes::Aes => "../../../services/aes/helper.rs",
     raid6::Raid6 => "../../../services/raid6/helper.rs",
     echo::Echo => "echo.rs",
+    example::Example => "../../../services/example/helper.rs",
 }
 
 /// One service, as the helper knows it.
