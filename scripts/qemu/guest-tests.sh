@@ -1,6 +1,7 @@
 # In-guest tests of the kgpu module (busybox sh). Run by /init in the test
-# initramfs built by scripts/qemu-test. Prints one "PASS name" / "FAIL name" /
-# "SKIP name: why" line per test and a final "N passed, N failed" line.
+# initramfs built by scripts/qemu-test. Prints KTAP (/ktap.sh): an "ok N name"
+# / "not ok N name" / "ok N name # SKIP why" line per test, each after its
+# diagnostic lines, and a final "# N passed, N failed, N skipped" line.
 # SPDX-License-Identifier: GPL-2.0-only
 
 D=/sys/kernel/debug/kgpu
@@ -46,13 +47,11 @@ insmod() {
         i=$((i + 1))
     done
 }
-pass=0
-fail=0
-skipped=0
+. /ktap.sh
 
 # ONLY (set by a suite that sources this file, e.g. suite-debug.sh): a
 # space-separated list of glob patterns; tests whose name matches none are not
-# run and not counted.
+# run, counted or numbered.
 t() {
     name=$1
     shift
@@ -68,21 +67,19 @@ t() {
     start=$(cut -d' ' -f1 /proc/uptime)
     rm -f /tmp/t.info
     if "$@" >/tmp/t.out 2>&1; then
-        echo "PASS $name ($(awk -v s="$start" '{printf "%.1f", $1 - s}' /proc/uptime) s)"
-        [ -f /tmp/t.info ] && sed 's/^/    /' /tmp/t.info
-        pass=$((pass + 1))
+        [ -f /tmp/t.info ] && ktap_diag /tmp/t.info
+        ktap_ok "$name" "$(awk -v s="$start" '{printf "%.1f", $1 - s}' /proc/uptime) s"
     else
-        echo "FAIL $name"
-        sed 's/^/    /' /tmp/t.out
-        fail=$((fail + 1))
+        ktap_diag /tmp/t.out
+        ktap_not_ok "$name"
     fi
     # No test leaves a helper behind for the next one.
     stop_server >/dev/null 2>&1
 }
 
+# skip NAME WHY
 skip() {
-    echo "SKIP $1: $2"
-    skipped=$((skipped + 1))
+    ktap_skip "$1" "$2"
 }
 
 # field NAME: the value of NAME=... in the last self-test report.
@@ -755,4 +752,4 @@ t runkgpu_stopkgpu_cycle test_runkgpu_cycle
 t no_kmemleak_reports test_no_leaks
 t dmesg_clean test_dmesg_clean
 
-echo "$pass passed, $fail failed, $skipped skipped"
+ktap_summary

@@ -24,4 +24,4 @@ t module_unload test_unload
 t no_kmemleak_reports test_no_leaks
 t dmesg_clean test_dmesg_clean
 
-echo "$pass passed, $fail failed, $skipped skipped"
+ktap_summary

@@ -297,9 +297,9 @@ t gpq_md_helper_killed_in_resync test_md_helper_killed_in_resync
 t gpq_md_teardown test_md_teardown
 stop_server >/dev/null 2>&1
 echo "kgpu-guest: module counters at the end:"
-sed 's/^/    /' $D/stats
+ktap_diag $D/stats
 t module_unload test_unload
 t no_kmemleak_reports test_no_leaks
 t dmesg_clean test_dmesg_clean
 
-echo "$pass passed, $fail failed, $skipped skipped"
+ktap_summary

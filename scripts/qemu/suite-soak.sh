@@ -11,8 +11,9 @@
 #     and restarted after a random pause of 0.1-1.5 s;
 #   - md runs its initial resync, then `check` and `repair` one after another.
 # Then: e2fsck -fn, md `check` (mismatch_cnt 0), the helper stopped, and every
-# request accounted for in the module's counters. Prints PASS/FAIL lines, one
-# `soak: ...` summary line and `N passed, N failed, N skipped`.
+# request accounted for in the module's counters. Prints KTAP (/ktap.sh): a
+# result line per check, one `soak: ...` summary line and `# N passed, N
+# failed, N skipped`.
 # SPDX-License-Identifier: GPL-2.0-only
 
 D=/sys/kernel/debug/kgpu
@@ -39,38 +40,32 @@ FIO_MB_SMALL=$(( FIO_MB / 2 > 0 ? FIO_MB / 2 : 1 ))
 HUNG_TASK_S=${SOAK_HUNG_TASK_S:-20}
 export DM_DISABLE_UDEV=1
 
-pass=0
-fail=0
-skipped=0
+. /ktap.sh
 
-ok() {
-    echo "PASS $1"
-    shift
-    [ $# -gt 0 ] && echo "    $*"
-    pass=$((pass + 1))
-}
-
+# ko NAME [INFO]: NAME failed; INFO on a diagnostic line before it.
 ko() {
-    echo "FAIL $1"
+    name=$1
     shift
-    [ $# -gt 0 ] && echo "    $*"
-    fail=$((fail + 1))
+    [ $# -gt 0 ] && echo "$*" | ktap_diag
+    ktap_not_ok "$name"
 }
 
-# check NAME INFO CMD...: PASS when CMD succeeds.
+# check NAME INFO CMD...: NAME passes when CMD succeeds; INFO and, when it
+# fails, its output on diagnostic lines before the result.
 check() {
-    name=$1 info=$2
+    name=$1
+    echo "$2" | ktap_diag
     shift 2
     if "$@" >$W/check.out 2>&1; then
-        ok "$name" "$info"
+        ktap_ok "$name"
     else
-        ko "$name" "$info"
-        sed 's/^/    /' $W/check.out
+        ktap_diag $W/check.out
+        ktap_not_ok "$name"
     fi
 }
 
 finish() {
-    echo "$pass passed, $fail failed, $skipped skipped"
+    ktap_summary
     exit 0
 }
 
@@ -81,9 +76,9 @@ setup_step() {
     if "$@" >$W/step.out 2>&1; then
         return 0
     fi
-    ko "soak_setup_$name"
-    sed 's/^/    /' $W/step.out | tail -n 30
-    dmesg | tail -n 30 | sed 's/^/    dmesg: /'
+    tail -n 30 $W/step.out | ktap_diag
+    dmesg | tail -n 30 | sed 's/^/dmesg: /' | ktap_diag
+    ktap_not_ok "soak_setup_$name"
     finish
 }
 
@@ -358,7 +353,7 @@ kills=$(cat $W/kills)
 reattach_failures=$(cat $W/reattach_failures)
 verified_kb=$(cat $W/verified_kb)
 verify_errors=$(cat $W/verify_errors)
-sed 's/^/    /' $W/fio.log
+ktap_diag $W/fio.log
 
 check soak_fio_verify "$npass passes in $load_s s, $((verified_kb / 1024)) MiB verified, $verify_errors verify errors" \
     sh -c "[ $fio_failed = 0 ] && [ $verify_errors = 0 ] && [ $verified_kb -gt 0 ] || { cat $W/fio-errors.log; false; }"
@@ -380,8 +375,7 @@ if [ -x /bin/e2fsck ]; then
     fsck_rc=$?
     check soak_e2fsck "e2fsck -fn exit $fsck_rc" sh -c "[ $fsck_rc = 0 ] || { echo \"\$0\"; false; }" "$fsck_out"
 else
-    echo "SKIP soak_e2fsck: e2fsck not in the initramfs"
-    skipped=$((skipped + 1))
+    ktap_skip soak_e2fsck "e2fsck not in the initramfs"
 fi
 $DMSETUP --noudevsync remove soak
 
