@@ -32,6 +32,7 @@ use kernel::prelude::*;
 pub mod api;
 mod api_types;
 mod core_state;
+mod ffi;
 #[path = "../services/aes/kernel/gaes.rs"]
 mod gaes;
 #[path = "../services/raid6/kernel/gpq.rs"]
