@@ -37,10 +37,9 @@ unsigned int kgpu_rs_ivshmem_tick(void);
 #define KGPU_POLL_IN 1u
 #define KGPU_POLL_HUP 2u
 
-/* gaes.rs: the AES skciphers. */
+/* gaes (services/aes/kernel/ffi.rs): the AES skciphers. */
 int gaes_rs_setkey(void *tctx, const u8 *key, unsigned int len);
-int gaes_rs_crypt(struct skcipher_request *req, void *tctx, void *rctx, unsigned int mode,
-		  bool enc);
+int gaes_rs_crypt(struct skcipher_request *req, const void *tctx, unsigned int mode, bool enc);
 void gaes_rs_timer(unsigned int batch);
 void gaes_rs_work(void);
 size_t gaes_rs_stats(char *buf, size_t len);
@@ -106,7 +105,7 @@ ssize_t kgpu_shim_read_text(char __user *ubuf, size_t count, loff_t *ppos,
 
 /* ==== shim_crypto.c ======================================================== */
 
-/* Called from gaes.rs. */
+/* Called from gaes (services/aes/kernel/ffi.rs). */
 struct gaes_req_info;
 int gaes_shim_register(void);
 void gaes_shim_unregister(void);
@@ -122,9 +121,6 @@ unsigned int gaes_shim_sg_count(struct scatterlist *src, unsigned int len);
 int gaes_shim_sg_append(struct scatterlist *tbl, unsigned int used, unsigned int cap,
 			struct scatterlist *src, unsigned int len);
 void gaes_shim_sg_mark_end(struct scatterlist *tbl, unsigned int idx);
-size_t gaes_shim_sg_copy(struct scatterlist *sg, size_t skip, u8 *buf, size_t len, bool to_buf);
-void *gaes_shim_zalloc(size_t size);
-void gaes_shim_free(void *p);
 unsigned long gaes_shim_lock(void);
 void gaes_shim_unlock(unsigned long flags);
 u64 gaes_shim_now_ns(void);
@@ -134,7 +130,7 @@ void gaes_shim_queue_work(void);
 u64 gaes_shim_time_cpu(unsigned int mode, bool best);
 const char *gaes_shim_cpu_driver(unsigned int mode, bool best);
 
-/* Indices of gaes_shim_param(): P_WINDOW_US..P_MAX_BATCHES in gaes.rs. */
+/* Indices of gaes_shim_param(): P_WINDOW_US..P_MAX_BATCHES in services/aes/kernel/ffi.rs. */
 enum { GAES_P_WINDOW_US, GAES_P_BATCH_KB, GAES_P_BATCH_REQS, GAES_P_CPU_MAX, GAES_P_MAX_BATCHES };
 
 /* The modes, as gaes_rs_crypt() and gaes_shim_time_cpu() take them: ECB..XTS in gaes.rs. */

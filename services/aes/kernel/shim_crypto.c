@@ -6,7 +6,7 @@
  * This file holds only what needs the C API: the four `skcipher_alg`
  * registrations and their entry points (which forward to Rust), the per-tfm
  * CPU fallback (the kernel's own synchronous implementation of the same
- * algorithm), request accessors and completion, scatterlist helpers, the
+ * algorithm), request accessors and completion, scatterlist tables, the
  * batch window timers, the CPU redo work item, a spinlock, the module
  * parameters and the debugfs counters file.
  */
@@ -143,13 +143,13 @@ struct gaes_req_ctx {
 	struct skcipher_request fb; /* the fallback's request; its context follows */
 };
 
-/* What gaes.rs reads of a request. */
+/* What gaes's Rust side reads of a request (`RawInfo` in ffi.rs). */
 struct gaes_req_info {
 	struct scatterlist *src;
 	struct scatterlist *dst;
 	u8 *iv;
 	u32 len;
-	u32 flags;
+	u32 ivsize;
 };
 
 void gaes_shim_req_info(struct skcipher_request *req, struct gaes_req_info *info)
@@ -158,7 +158,7 @@ void gaes_shim_req_info(struct skcipher_request *req, struct gaes_req_info *info
 	info->dst = req->dst;
 	info->iv = req->iv;
 	info->len = req->cryptlen;
-	info->flags = req->base.flags;
+	info->ivsize = crypto_skcipher_ivsize(crypto_skcipher_reqtfm(req));
 }
 
 /*
@@ -255,25 +255,7 @@ void gaes_shim_sg_mark_end(struct scatterlist *tbl, unsigned int idx)
 	sg_mark_end(&tbl[idx]);
 }
 
-/* Copies between a scatterlist at skip and a buffer; returns the bytes copied. */
-size_t gaes_shim_sg_copy(struct scatterlist *sg, size_t skip, u8 *buf, size_t len, bool to_buf)
-{
-	if (to_buf)
-		return sg_pcopy_to_buffer(sg, sg_nents(sg), buf, len, skip);
-	return sg_pcopy_from_buffer(sg, sg_nents(sg), buf, len, skip);
-}
-
-/* ---- memory, lock, time ------------------------------------------------------ */
-
-void *gaes_shim_zalloc(size_t size)
-{
-	return kvzalloc(size, GFP_KERNEL);
-}
-
-void gaes_shim_free(void *p)
-{
-	kvfree(p);
-}
+/* ---- lock, time -------------------------------------------------------------- */
 
 static DEFINE_SPINLOCK(gaes_lock);
 
@@ -352,9 +334,8 @@ static int gaes_setkey(struct crypto_skcipher *tfm, const u8 *key, unsigned int 
 static int gaes_crypt(struct skcipher_request *req, unsigned int mode, bool enc)
 {
 	struct gaes_tfm_ctx *ctx = crypto_skcipher_ctx(crypto_skcipher_reqtfm(req));
-	struct gaes_req_ctx *rctx = skcipher_request_ctx(req);
 
-	return gaes_rs_crypt(req, ctx->rs, rctx->rs, mode, enc);
+	return gaes_rs_crypt(req, ctx->rs, mode, enc);
 }
 
 #define GAES_ENTRY(m, M)                                                    \
