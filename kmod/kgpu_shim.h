@@ -6,8 +6,10 @@
  * The functions implemented in Rust and called from C come first, then the
  * functions of each C file, most of them called only from Rust (each
  * non-static function needs a prototype). The Rust side declares the same
- * functions in its own `extern "C"` blocks; a constant that must match a
- * Rust one names it, and the Rust one names this file.
+ * functions in its `extern "C"` blocks, each behind safe wrappers: shim.c's
+ * in the `shim` module of kgpu_main.rs and in kmod/ffi.rs, each service's in
+ * its kernel/ffi.rs; a constant that must match a Rust one names it, and the
+ * Rust one names this file.
  */
 
 #ifndef KGPU_SHIM_H
@@ -47,7 +49,7 @@ void gaes_rs_reset_stats(void);
 size_t gaes_rs_tfm_ctx_size(void);
 size_t gaes_rs_req_ctx_size(void);
 
-/* gpq.rs: the RAID6 algorithm. */
+/* gpq (services/raid6/kernel/ffi.rs): the RAID6 algorithm. */
 void kgpu_gpq_rs_gen(int disks, size_t bytes, void **ptrs);
 void kgpu_gpq_rs_xor(int disks, int start, int stop, size_t bytes, void **ptrs);
 size_t kgpu_gpq_rs_show(char *buf, size_t len);
@@ -152,7 +154,7 @@ enum { GAES_ECB, GAES_CBC, GAES_CTR, GAES_XTS };
 
 /* ==== shim_raid6.c ========================================================= */
 
-/* Called from gpq.rs (kgpu_gpq_cpu_gen from shim.c too). */
+/* Called from gpq (services/raid6/kernel/ffi.rs; kgpu_gpq_cpu_gen from shim.c too). */
 int kgpu_gpq_shim_init(size_t max_unit, unsigned int max_sg);
 void kgpu_gpq_shim_exit(void);
 bool kgpu_gpq_param_enable(void);
