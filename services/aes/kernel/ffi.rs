@@ -40,38 +40,38 @@ struct RawInfo {
 }
 
 extern "C" {
-    fn gaes_shim_register() -> c_int;
-    fn gaes_shim_unregister();
-    fn gaes_shim_param(which: c_uint) -> c_uint;
-    fn gaes_shim_req_info(req: *mut RawRequest, info: *mut RawInfo);
-    fn gaes_shim_req_ctx(req: *mut RawRequest) -> *mut c_void;
-    fn gaes_shim_fallback(req: *mut RawRequest, enc: bool) -> c_int;
-    fn gaes_shim_complete(req: *mut RawRequest, err: c_int);
-    fn gaes_shim_sg_alloc(n: c_uint) -> *mut RawSg;
-    fn gaes_shim_sg_free(sg: *mut RawSg);
-    fn gaes_shim_sg_reset(tbl: *mut RawSg, cap: c_uint);
-    fn gaes_shim_sg_count(src: *mut RawSg, len: c_uint) -> c_uint;
-    fn gaes_shim_sg_append(
+    fn kgpu_gaes_shim_register() -> c_int;
+    fn kgpu_gaes_shim_unregister();
+    fn kgpu_gaes_shim_param(which: c_uint) -> c_uint;
+    fn kgpu_gaes_shim_req_info(req: *mut RawRequest, info: *mut RawInfo);
+    fn kgpu_gaes_shim_req_ctx(req: *mut RawRequest) -> *mut c_void;
+    fn kgpu_gaes_shim_fallback(req: *mut RawRequest, enc: bool) -> c_int;
+    fn kgpu_gaes_shim_complete(req: *mut RawRequest, err: c_int);
+    fn kgpu_gaes_shim_sg_alloc(n: c_uint) -> *mut RawSg;
+    fn kgpu_gaes_shim_sg_free(sg: *mut RawSg);
+    fn kgpu_gaes_shim_sg_reset(tbl: *mut RawSg, cap: c_uint);
+    fn kgpu_gaes_shim_sg_count(src: *mut RawSg, len: c_uint) -> c_uint;
+    fn kgpu_gaes_shim_sg_append(
         tbl: *mut RawSg,
         used: c_uint,
         cap: c_uint,
         src: *mut RawSg,
         len: c_uint,
     ) -> c_int;
-    fn gaes_shim_sg_mark_end(tbl: *mut RawSg, idx: c_uint);
-    fn gaes_shim_lock() -> c_ulong;
-    fn gaes_shim_unlock(flags: c_ulong);
-    fn gaes_shim_now_ns() -> u64;
-    fn gaes_shim_timer_arm(batch: c_uint, us: c_uint);
-    fn gaes_shim_timer_count() -> c_uint;
-    fn gaes_shim_queue_work();
-    fn gaes_shim_time_cpu(mode: c_uint, best: bool) -> u64;
-    fn gaes_shim_cpu_driver(mode: c_uint, best: bool) -> *const c_char;
+    fn kgpu_gaes_shim_sg_mark_end(tbl: *mut RawSg, idx: c_uint);
+    fn kgpu_gaes_shim_lock() -> c_ulong;
+    fn kgpu_gaes_shim_unlock(flags: c_ulong);
+    fn kgpu_gaes_shim_now_ns() -> u64;
+    fn kgpu_gaes_shim_timer_arm(batch: c_uint, us: c_uint);
+    fn kgpu_gaes_shim_timer_count() -> c_uint;
+    fn kgpu_gaes_shim_queue_work();
+    fn kgpu_gaes_shim_time_cpu(mode: c_uint, best: bool) -> u64;
+    fn kgpu_gaes_shim_cpu_driver(mode: c_uint, best: bool) -> *const c_char;
 }
 
 // ---- module parameters, time ------------------------------------------------
 
-// Parameter indices of `gaes_shim_param` (`GAES_P_*` in kgpu_shim.h).
+// Parameter indices of `kgpu_gaes_shim_param` (`GAES_P_*` in kgpu_shim.h).
 const P_WINDOW_US: c_uint = 0;
 const P_BATCH_KB: c_uint = 1;
 const P_BATCH_REQS: c_uint = 2;
@@ -80,7 +80,7 @@ const P_MAX_BATCHES: c_uint = 4;
 
 fn param(which: c_uint) -> u32 {
     // SAFETY: reads an integer module parameter; an unknown index reads 0.
-    unsafe { gaes_shim_param(which) }
+    unsafe { kgpu_gaes_shim_param(which) }
 }
 
 /// `gaes_window_us`: the longest a batch stays open (microseconds).
@@ -111,7 +111,7 @@ pub(super) fn max_batches() -> u32 {
 /// `ktime_get_ns()`.
 pub(super) fn now_ns() -> u64 {
     // SAFETY: no preconditions.
-    unsafe { gaes_shim_now_ns() }
+    unsafe { kgpu_gaes_shim_now_ns() }
 }
 
 // ---- registration, timers, work ---------------------------------------------
@@ -123,7 +123,7 @@ pub(super) fn now_ns() -> u64 {
 /// They must not be registered: once at load, or again after [`unregister`].
 pub(super) unsafe fn register() -> Result {
     // SAFETY: not registered, by the caller's contract.
-    kernel::error::to_result(unsafe { gaes_shim_register() })
+    kernel::error::to_result(unsafe { kgpu_gaes_shim_register() })
 }
 
 /// Unregisters the algorithms, cancels the timers and drains the work.
@@ -133,13 +133,13 @@ pub(super) unsafe fn register() -> Result {
 /// module reference: at unload none exists), so no request is pending.
 pub(super) unsafe fn unregister() {
     // SAFETY: by the caller's contract.
-    unsafe { gaes_shim_unregister() }
+    unsafe { kgpu_gaes_shim_unregister() }
 }
 
 /// Window timers the shim has (`GAES_TIMERS` in kgpu_shim.h).
 pub(super) fn timer_count() -> u32 {
     // SAFETY: no preconditions.
-    unsafe { gaes_shim_timer_count() }
+    unsafe { kgpu_gaes_shim_timer_count() }
 }
 
 /// (Re)arms the window timer of batch `i` for `us` microseconds; the shim
@@ -153,7 +153,7 @@ pub(super) unsafe fn timer_arm(i: usize, us: u32) {
         return;
     };
     // SAFETY: the timers are set up (the caller's contract).
-    unsafe { gaes_shim_timer_arm(i, us) }
+    unsafe { kgpu_gaes_shim_timer_arm(i, us) }
 }
 
 /// Queues the redo work item on the gaes work queue.
@@ -163,7 +163,7 @@ pub(super) unsafe fn timer_arm(i: usize, us: u32) {
 /// [`unregister`] destroys it).
 pub(super) unsafe fn queue_work() {
     // SAFETY: the queue exists (the caller's contract).
-    unsafe { gaes_shim_queue_work() }
+    unsafe { kgpu_gaes_shim_queue_work() }
 }
 
 // ---- the kernel's own AES, timed at load --------------------------------------
@@ -192,7 +192,7 @@ pub(super) fn time_cpu(mode: usize, best: bool) -> u64 {
     // SAFETY: `mode` is a mode of the shim; this is the only call for
     // `(mode, best)` (the flag), and its name is not read before the flag
     // says done.
-    let mbps = unsafe { gaes_shim_time_cpu(mode as c_uint, best) };
+    let mbps = unsafe { kgpu_gaes_shim_time_cpu(mode as c_uint, best) };
     t.store(2, Ordering::Release);
     mbps
 }
@@ -206,7 +206,7 @@ pub(super) fn cpu_driver(mode: usize, best: bool) -> &'static str {
     }
     // SAFETY: `mode` is a mode of the shim, timed: its name is in a static
     // buffer of shim_crypto.c that nothing writes any more.
-    let p = unsafe { gaes_shim_cpu_driver(mode as c_uint, best) };
+    let p = unsafe { kgpu_gaes_shim_cpu_driver(mode as c_uint, best) };
     if p.is_null() {
         return "";
     }
@@ -232,12 +232,12 @@ impl<T> Locked<T> {
     /// Runs `f` under the lock. `f` must not sleep or take the lock again.
     pub(super) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         // SAFETY: spin_lock_irqsave on the shim's static lock.
-        let flags = unsafe { gaes_shim_lock() };
+        let flags = unsafe { kgpu_gaes_shim_lock() };
         // SAFETY: the lock is held: this is the only reference until unlock
         // (a nested `with` would spin on the lock, not alias).
         let r = f(unsafe { &mut *self.0.get() });
         // SAFETY: releases the lock taken above, with its flags.
-        unsafe { gaes_shim_unlock(flags) };
+        unsafe { kgpu_gaes_shim_unlock(flags) };
         r
     }
 }
@@ -290,7 +290,7 @@ impl Request {
             ivsize: 0,
         };
         // SAFETY: the request is live (invariant); `info` is a local.
-        unsafe { gaes_shim_req_info(self.0.as_ptr(), &mut info) };
+        unsafe { kgpu_gaes_shim_req_info(self.0.as_ptr(), &mut info) };
         info
     }
 
@@ -344,7 +344,7 @@ impl Request {
         // against `size_of::<ReqCtx>()` before registration), which belongs
         // to the request; the handle is its only user (invariant), borrowed
         // mutably. `ReqCtx` is bytes, written before they are read.
-        unsafe { &mut *gaes_shim_req_ctx(self.0.as_ptr()).cast::<ReqCtx>() }
+        unsafe { &mut *kgpu_gaes_shim_req_ctx(self.0.as_ptr()).cast::<ReqCtx>() }
     }
 
     /// Runs the request on the CPU, synchronously, through the tfm's
@@ -353,14 +353,14 @@ impl Request {
     pub(super) fn fallback(&mut self, enc: bool) -> c_int {
         // SAFETY: the request is live and not completed (invariant); the
         // fallback runs synchronously on the sub-request in its context.
-        unsafe { gaes_shim_fallback(self.0.as_ptr(), enc) }
+        unsafe { kgpu_gaes_shim_fallback(self.0.as_ptr(), enc) }
     }
 
     /// Completes a request gaes answered `-EINPROGRESS` ([`Answer::Queued`]).
     pub(super) fn complete(self, err: c_int) {
         // SAFETY: the request is live and not completed (invariant); the
         // handle is consumed, so nothing touches the request afterwards.
-        unsafe { gaes_shim_complete(self.0.as_ptr(), err) }
+        unsafe { kgpu_gaes_shim_complete(self.0.as_ptr(), err) }
     }
 }
 
@@ -370,7 +370,7 @@ impl ReqSg<'_> {
     pub(super) fn count(self, len: u32) -> Option<u32> {
         // SAFETY: the list of a live request (the borrow), only walked up to
         // its end; a null list is an empty one.
-        let n = unsafe { gaes_shim_sg_count(self.sg, len) };
+        let n = unsafe { kgpu_gaes_shim_sg_count(self.sg, len) };
         (n != c_uint::MAX).then_some(n)
     }
 
@@ -390,7 +390,7 @@ impl ReqSg<'_> {
 /// on drop.
 ///
 /// # Invariants
-/// Points to a table of `SG_CAP` entries of `gaes_shim_sg_alloc`, owned.
+/// Points to a table of `SG_CAP` entries of `kgpu_gaes_shim_sg_alloc`, owned.
 #[repr(transparent)]
 pub(super) struct SgTable(NonNull<RawSg>);
 
@@ -398,13 +398,13 @@ impl SgTable {
     /// A new, initialised table; None when out of memory.
     pub(super) fn new() -> Option<Self> {
         // SAFETY: no preconditions.
-        NonNull::new(unsafe { gaes_shim_sg_alloc(SG_CAP) }).map(SgTable)
+        NonNull::new(unsafe { kgpu_gaes_shim_sg_alloc(SG_CAP) }).map(SgTable)
     }
 
     /// Clears every entry, for a new batch.
     pub(super) fn reset(&mut self) {
         // SAFETY: the table has `SG_CAP` entries (invariant).
-        unsafe { gaes_shim_sg_reset(self.0.as_ptr(), SG_CAP) }
+        unsafe { kgpu_gaes_shim_sg_reset(self.0.as_ptr(), SG_CAP) }
     }
 
     /// Appends the entries describing `src`'s first `len` bytes after the
@@ -413,7 +413,7 @@ impl SgTable {
     pub(super) fn append(&mut self, used: u32, src: ReqSg<'_>, len: u32) -> Option<u32> {
         // SAFETY: the shim writes only entries below `SG_CAP`, the table's
         // size (invariant); `src` is the list of a live request, only read.
-        let n = unsafe { gaes_shim_sg_append(self.0.as_ptr(), used, SG_CAP, src.sg, len) };
+        let n = unsafe { kgpu_gaes_shim_sg_append(self.0.as_ptr(), used, SG_CAP, src.sg, len) };
         u32::try_from(n).ok()
     }
 
@@ -421,7 +421,7 @@ impl SgTable {
     pub(super) fn mark_end(&mut self, idx: u32) {
         if idx < SG_CAP {
             // SAFETY: `idx` is inside the table (invariant).
-            unsafe { gaes_shim_sg_mark_end(self.0.as_ptr(), idx) }
+            unsafe { kgpu_gaes_shim_sg_mark_end(self.0.as_ptr(), idx) }
         }
     }
 
@@ -442,8 +442,8 @@ impl SgTable {
 
 impl Drop for SgTable {
     fn drop(&mut self) {
-        // SAFETY: allocated by `gaes_shim_sg_alloc` (invariant), freed once.
-        unsafe { gaes_shim_sg_free(self.0.as_ptr()) }
+        // SAFETY: allocated by `kgpu_gaes_shim_sg_alloc` (invariant), freed once.
+        unsafe { kgpu_gaes_shim_sg_free(self.0.as_ptr()) }
     }
 }
 
@@ -454,17 +454,17 @@ const EINPROGRESS: c_int = 115;
 
 // Checked against `GAES_RS_TFM` and `GAES_RS_REQ` (kgpu_shim.h) at registration.
 #[no_mangle]
-extern "C" fn gaes_rs_tfm_ctx_size() -> usize {
+extern "C" fn kgpu_gaes_rs_tfm_ctx_size() -> usize {
     core::mem::size_of::<TfmCtx>()
 }
 
 #[no_mangle]
-extern "C" fn gaes_rs_req_ctx_size() -> usize {
+extern "C" fn kgpu_gaes_rs_req_ctx_size() -> usize {
     core::mem::size_of::<ReqCtx>()
 }
 
 #[no_mangle]
-extern "C" fn gaes_rs_setkey(tctx: *mut c_void, key: *const u8, len: c_uint) -> c_int {
+extern "C" fn kgpu_gaes_rs_setkey(tctx: *mut c_void, key: *const u8, len: c_uint) -> c_int {
     // SAFETY: the shim passes the Rust part of the tfm context (sized and
     // aligned by the check at registration) and the caller's key of `len`
     // bytes; the crypto API forbids setkey concurrently with requests on the
@@ -482,7 +482,7 @@ extern "C" fn gaes_rs_setkey(tctx: *mut c_void, key: *const u8, len: c_uint) -> 
 }
 
 #[no_mangle]
-extern "C" fn gaes_rs_crypt(
+extern "C" fn kgpu_gaes_rs_crypt(
     req: *mut RawRequest,
     tctx: *const c_void,
     mode: c_uint,
@@ -500,22 +500,22 @@ extern "C" fn gaes_rs_crypt(
 }
 
 #[no_mangle]
-extern "C" fn gaes_rs_timer(i: c_uint) {
+extern "C" fn kgpu_gaes_rs_timer(i: c_uint) {
     super::window_ended(i as usize);
 }
 
 #[no_mangle]
-extern "C" fn gaes_rs_work() {
+extern "C" fn kgpu_gaes_rs_work() {
     super::redo();
 }
 
 #[no_mangle]
-extern "C" fn gaes_rs_reset_stats() {
+extern "C" fn kgpu_gaes_rs_reset_stats() {
     super::reset_stats();
 }
 
 #[no_mangle]
-extern "C" fn gaes_rs_stats(buf: *mut c_char, len: usize) -> usize {
+extern "C" fn kgpu_gaes_rs_stats(buf: *mut c_char, len: usize) -> usize {
     // SAFETY: the shim passes a kmalloc'ed buffer of `len` bytes private to
     // this call.
     let out = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };

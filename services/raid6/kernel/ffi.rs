@@ -25,29 +25,29 @@ struct RawSg {
 extern "C" {
     fn kgpu_gpq_shim_init(max_unit: usize, max_sg: c_uint) -> c_int;
     fn kgpu_gpq_shim_exit();
-    fn kgpu_gpq_param_enable() -> bool;
-    fn kgpu_gpq_param_threshold() -> c_long;
-    fn kgpu_gpq_param_spin_us() -> c_uint;
-    fn kgpu_gpq_param_verify() -> bool;
-    fn kgpu_gpq_param_wake_us() -> c_uint;
-    fn kgpu_gpq_install() -> c_int;
-    fn kgpu_gpq_restore();
-    fn kgpu_gpq_has_xor() -> bool;
-    fn kgpu_gpq_saved_name() -> *const c_char;
-    fn kgpu_gpq_current_name() -> *const c_char;
-    fn kgpu_gpq_cpu_gen(disks: c_int, bytes: usize, ptrs: *mut *mut c_void);
-    fn kgpu_gpq_cpu_xor(
+    fn kgpu_gpq_shim_param_enable() -> bool;
+    fn kgpu_gpq_shim_param_threshold() -> c_long;
+    fn kgpu_gpq_shim_param_spin_us() -> c_uint;
+    fn kgpu_gpq_shim_param_verify() -> bool;
+    fn kgpu_gpq_shim_param_wake_us() -> c_uint;
+    fn kgpu_gpq_shim_install() -> c_int;
+    fn kgpu_gpq_shim_restore();
+    fn kgpu_gpq_shim_has_xor() -> bool;
+    fn kgpu_gpq_shim_saved_name() -> *const c_char;
+    fn kgpu_gpq_shim_current_name() -> *const c_char;
+    fn kgpu_gpq_shim_cpu_gen(disks: c_int, bytes: usize, ptrs: *mut *mut c_void);
+    fn kgpu_gpq_shim_cpu_xor(
         disks: c_int,
         start: c_int,
         stop: c_int,
         bytes: usize,
         ptrs: *mut *mut c_void,
     );
-    fn kgpu_gpq_may_spin() -> bool;
-    fn kgpu_gpq_max_spinners() -> c_uint;
-    fn kgpu_gpq_pcpu_begin(sg: *mut *mut RawSg, bounce: *mut *mut u8) -> bool;
-    fn kgpu_gpq_pcpu_end();
-    fn kgpu_gpq_sg_build(
+    fn kgpu_gpq_shim_may_spin() -> bool;
+    fn kgpu_gpq_shim_max_spinners() -> c_uint;
+    fn kgpu_gpq_shim_pcpu_begin(sg: *mut *mut RawSg, bounce: *mut *mut u8) -> bool;
+    fn kgpu_gpq_shim_pcpu_end();
+    fn kgpu_gpq_shim_sg_build(
         sg: *mut RawSg,
         ptrs: *mut *mut c_void,
         start: c_int,
@@ -56,10 +56,10 @@ extern "C" {
         trail_zero: c_uint,
         bytes: usize,
     ) -> c_uint;
-    fn kgpu_gpq_sync();
-    fn kgpu_gpq_bench_alloc(disks: c_int, bytes: usize) -> *mut *mut c_void;
-    fn kgpu_gpq_bench_free(ptrs: *mut *mut c_void, disks: c_int);
-    fn kgpu_gpq_cond_resched();
+    fn kgpu_gpq_shim_sync();
+    fn kgpu_gpq_shim_bench_alloc(disks: c_int, bytes: usize) -> *mut *mut c_void;
+    fn kgpu_gpq_shim_bench_free(ptrs: *mut *mut c_void, disks: c_int);
+    fn kgpu_gpq_shim_cond_resched();
 }
 
 // ---- module parameters and context ----------------------------------------------
@@ -67,57 +67,57 @@ extern "C" {
 /// `gpq_enable`: install gpq at load.
 pub(super) fn param_enable() -> bool {
     // SAFETY: reads a boolean module parameter.
-    unsafe { kgpu_gpq_param_enable() }
+    unsafe { kgpu_gpq_shim_param_enable() }
 }
 
 /// `gpq_threshold` (disks x bytes); negative: unset.
 pub(super) fn param_threshold() -> i64 {
     // SAFETY: reads an integer module parameter.
-    i64::from(unsafe { kgpu_gpq_param_threshold() })
+    i64::from(unsafe { kgpu_gpq_shim_param_threshold() })
 }
 
 /// `gpq_spin_us`: how long a call spins for the helper's answer.
 pub(super) fn param_spin_us() -> u32 {
     // SAFETY: reads an integer module parameter.
-    unsafe { kgpu_gpq_param_spin_us() }
+    unsafe { kgpu_gpq_shim_param_spin_us() }
 }
 
 /// `gpq_verify`: recompute every helper answer on the CPU.
 pub(super) fn param_verify() -> bool {
     // SAFETY: reads a boolean module parameter.
-    unsafe { kgpu_gpq_param_verify() }
+    unsafe { kgpu_gpq_shim_param_verify() }
 }
 
 /// `gpq_wake_us`: the extra spin allowed while the helper sleeps.
 pub(super) fn param_wake_us() -> u32 {
     // SAFETY: reads an integer module parameter.
-    unsafe { kgpu_gpq_param_wake_us() }
+    unsafe { kgpu_gpq_shim_param_wake_us() }
 }
 
 /// `gpq_max_spinners`, capped at the online CPUs less one.
 pub(super) fn max_spinners() -> u32 {
     // SAFETY: reads a parameter and the online CPU count.
-    unsafe { kgpu_gpq_max_spinners() }
+    unsafe { kgpu_gpq_shim_max_spinners() }
 }
 
 /// Whether this context may spin for the helper (no interrupt context,
 /// interrupts on, another CPU online).
 pub(super) fn may_spin() -> bool {
     // SAFETY: no preconditions.
-    unsafe { kgpu_gpq_may_spin() }
+    unsafe { kgpu_gpq_shim_may_spin() }
 }
 
 /// `cond_resched()`.
 pub(super) fn cond_resched() {
     // SAFETY: no preconditions.
-    unsafe { kgpu_gpq_cond_resched() }
+    unsafe { kgpu_gpq_shim_cond_resched() }
 }
 
 /// Waits for an RCU grace period (and a tasks-RCU one where there is
 /// tasks-RCU). Sleeps.
 pub(super) fn sync() {
     // SAFETY: no preconditions.
-    unsafe { kgpu_gpq_sync() }
+    unsafe { kgpu_gpq_shim_sync() }
 }
 
 /// A name the shim returns: a static NUL-terminated string.
@@ -133,20 +133,20 @@ fn name(p: *const c_char) -> &'static str {
 /// The saved CPU algorithm's name ("none" before `install`).
 pub(super) fn saved_name() -> &'static str {
     // SAFETY: no preconditions.
-    name(unsafe { kgpu_gpq_saved_name() })
+    name(unsafe { kgpu_gpq_shim_saved_name() })
 }
 
 /// `raid6_call`'s name now.
 pub(super) fn current_name() -> &'static str {
     // SAFETY: no preconditions.
-    name(unsafe { kgpu_gpq_current_name() })
+    name(unsafe { kgpu_gpq_shim_current_name() })
 }
 
 /// Whether the saved algorithm has an `xor_syndrome` (gpq's is installed
 /// only then).
 pub(super) fn has_xor() -> bool {
     // SAFETY: no preconditions.
-    unsafe { kgpu_gpq_has_xor() }
+    unsafe { kgpu_gpq_shim_has_xor() }
 }
 
 // ---- load and unload ------------------------------------------------------------------
@@ -180,7 +180,7 @@ pub(super) unsafe fn shim_exit() {
 /// meanwhile.
 pub(super) unsafe fn install() -> Result<(), c_int> {
     // SAFETY: by the caller's contract.
-    match unsafe { kgpu_gpq_install() } {
+    match unsafe { kgpu_gpq_shim_install() } {
         0 => Ok(()),
         r => Err(r),
     }
@@ -194,7 +194,7 @@ pub(super) unsafe fn install() -> Result<(), c_int> {
 /// restore it meanwhile.
 pub(super) unsafe fn restore() {
     // SAFETY: by the caller's contract.
-    unsafe { kgpu_gpq_restore() }
+    unsafe { kgpu_gpq_shim_restore() }
 }
 
 // ---- the blocks of a call ----------------------------------------------------------------
@@ -246,14 +246,14 @@ impl Stripe<'_> {
     pub(super) fn cpu_gen(&mut self) {
         // SAFETY: the caller's arguments, unchanged, for an algorithm of the
         // same contract; P and Q are borrowed mutably through `self`.
-        unsafe { kgpu_gpq_cpu_gen(self.disks, self.bytes, self.ptrs) }
+        unsafe { kgpu_gpq_shim_cpu_gen(self.disks, self.bytes, self.ptrs) }
     }
 
     /// Folds data disks `start..=stop` into P and Q with the saved CPU
     /// algorithm's `xor_syndrome` (gpq's is installed only over one).
     pub(super) fn cpu_xor(&mut self, start: c_int, stop: c_int) {
         // SAFETY: as in `cpu_gen`.
-        unsafe { kgpu_gpq_cpu_xor(self.disks, start, stop, self.bytes, self.ptrs) }
+        unsafe { kgpu_gpq_shim_cpu_xor(self.disks, start, stop, self.bytes, self.ptrs) }
     }
 
     /// P and Q; None without a pointer array of at least two blocks.
@@ -281,8 +281,8 @@ impl Stripe<'_> {
 /// `2 * MAX_UNIT` bytes), held with preemption off until dropped.
 ///
 /// # Invariants
-/// Both are this CPU's, taken by a successful `kgpu_gpq_pcpu_begin` that
-/// the drop pairs with `kgpu_gpq_pcpu_end`.
+/// Both are this CPU's, taken by a successful `kgpu_gpq_shim_pcpu_begin` that
+/// the drop pairs with `kgpu_gpq_shim_pcpu_end`.
 pub(super) struct PerCpu {
     sg: *mut RawSg,
     bounce: *mut u8,
@@ -295,7 +295,7 @@ impl PerCpu {
         let mut sg = core::ptr::null_mut();
         let mut bounce = core::ptr::null_mut();
         // SAFETY: both out-pointers are valid locals.
-        if unsafe { kgpu_gpq_pcpu_begin(&mut sg, &mut bounce) } {
+        if unsafe { kgpu_gpq_shim_pcpu_begin(&mut sg, &mut bounce) } {
             Some(PerCpu { sg, bounce })
         } else {
             None
@@ -327,7 +327,7 @@ impl PerCpu {
         // (invariant); `ptrs[start..=stop]` are valid blocks of `bytes` bytes
         // (the stripe's invariants, `stop` below its data disks), only read.
         let built = unsafe {
-            kgpu_gpq_sg_build(
+            kgpu_gpq_shim_sg_build(
                 self.sg,
                 s.ptrs,
                 start as c_int,
@@ -353,9 +353,9 @@ impl PerCpu {
 
 impl Drop for PerCpu {
     fn drop(&mut self) {
-        // SAFETY: pairs with the successful `kgpu_gpq_pcpu_begin` of `take`
+        // SAFETY: pairs with the successful `kgpu_gpq_shim_pcpu_begin` of `take`
         // (invariant), on the same CPU (preemption is off meanwhile).
-        unsafe { kgpu_gpq_pcpu_end() }
+        unsafe { kgpu_gpq_shim_pcpu_end() }
     }
 }
 
@@ -365,7 +365,7 @@ impl Drop for PerCpu {
 ///
 /// # Invariants
 /// `ptrs` is an array of `disks` distinct blocks of `bytes` bytes from
-/// `kgpu_gpq_bench_alloc`, owned.
+/// `kgpu_gpq_shim_bench_alloc`, owned.
 pub(super) struct BenchBufs {
     ptrs: NonNull<*mut c_void>,
     disks: usize,
@@ -377,7 +377,7 @@ impl BenchBufs {
     pub(super) fn new(disks: usize, bytes: usize) -> Option<Self> {
         let d = c_int::try_from(disks).ok()?;
         // SAFETY: the shim checks the sizes.
-        let ptrs = NonNull::new(unsafe { kgpu_gpq_bench_alloc(d, bytes) })?;
+        let ptrs = NonNull::new(unsafe { kgpu_gpq_shim_bench_alloc(d, bytes) })?;
         Some(BenchBufs { ptrs, disks, bytes })
     }
 
@@ -399,9 +399,9 @@ impl BenchBufs {
 
 impl Drop for BenchBufs {
     fn drop(&mut self) {
-        // SAFETY: allocated by `kgpu_gpq_bench_alloc` with this count
+        // SAFETY: allocated by `kgpu_gpq_shim_bench_alloc` with this count
         // (invariant), freed once.
-        unsafe { kgpu_gpq_bench_free(self.ptrs.as_ptr(), self.disks as c_int) }
+        unsafe { kgpu_gpq_shim_bench_free(self.ptrs.as_ptr(), self.disks as c_int) }
     }
 }
 
