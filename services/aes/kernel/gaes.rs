@@ -293,60 +293,58 @@ fn batches_ptr() -> *mut Batch {
 
 // ---- counters --------------------------------------------------------------
 
-struct Stats {
+/// `Stats`, its zeroed static `STATS` and `Stats::reset` from one list of
+/// counters (plus the batch size histogram).
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        struct Stats {
+            $($(#[$doc])* $name: AtomicU64,)*
+            hist: [AtomicU64; HIST],
+        }
+
+        static STATS: Stats = Stats {
+            $($name: AtomicU64::new(0),)*
+            hist: [const { AtomicU64::new(0) }; HIST],
+        };
+
+        impl Stats {
+            /// Zeroes every counter.
+            fn reset(&self) {
+                $(self.$name.store(0, Ordering::Relaxed);)*
+                for c in self.hist.iter() {
+                    c.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+    };
+}
+
+counters! {
     /// Every encrypt/decrypt call.
-    requests: AtomicU64,
+    requests,
     /// Calls answered `-EINPROGRESS` (placed in a batch); each is completed
     /// exactly once, by the helper's answer (`gpu_reqs`) or the redo
     /// (`cpu_redo`).
-    queued: AtomicU64,
-    gpu_reqs: AtomicU64,
-    gpu_bytes: AtomicU64,
-    cpu_nohelper: AtomicU64,
-    cpu_small: AtomicU64,
-    cpu_busy: AtomicU64,
-    cpu_other: AtomicU64,
-    cpu_policy: AtomicU64,
-    cpu_redo: AtomicU64,
-    batch_cpu: AtomicU64,
-    batches: AtomicU64,
-    flush_full: AtomicU64,
-    flush_timer: AtomicU64,
-    flush_nofit: AtomicU64,
-    submit_refused: AtomicU64,
-    helper_failed: AtomicU64,
-    lat_sum_ns: AtomicU64,
-    lat_max_ns: AtomicU64,
-    wait_sum_ns: AtomicU64,
-    hist: [AtomicU64; HIST],
+    queued,
+    gpu_reqs,
+    gpu_bytes,
+    cpu_nohelper,
+    cpu_small,
+    cpu_busy,
+    cpu_other,
+    cpu_policy,
+    cpu_redo,
+    batch_cpu,
+    batches,
+    flush_full,
+    flush_timer,
+    flush_nofit,
+    submit_refused,
+    helper_failed,
+    lat_sum_ns,
+    lat_max_ns,
+    wait_sum_ns,
 }
-
-#[allow(clippy::declare_interior_mutable_const)]
-const Z: AtomicU64 = AtomicU64::new(0);
-
-static STATS: Stats = Stats {
-    requests: Z,
-    queued: Z,
-    gpu_reqs: Z,
-    gpu_bytes: Z,
-    cpu_nohelper: Z,
-    cpu_small: Z,
-    cpu_busy: Z,
-    cpu_other: Z,
-    cpu_policy: Z,
-    cpu_redo: Z,
-    batch_cpu: Z,
-    batches: Z,
-    flush_full: Z,
-    flush_timer: Z,
-    flush_nofit: Z,
-    submit_refused: Z,
-    helper_failed: Z,
-    lat_sum_ns: Z,
-    lat_max_ns: Z,
-    wait_sum_ns: Z,
-    hist: [Z; HIST],
-};
 
 fn inc(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
@@ -857,31 +855,7 @@ fn redo() {
 
 /// Zeroes the counters (debugfs `reset`).
 fn reset_stats() {
-    let all = [
-        &STATS.requests,
-        &STATS.queued,
-        &STATS.gpu_reqs,
-        &STATS.gpu_bytes,
-        &STATS.cpu_nohelper,
-        &STATS.cpu_small,
-        &STATS.cpu_busy,
-        &STATS.cpu_other,
-        &STATS.cpu_policy,
-        &STATS.cpu_redo,
-        &STATS.batch_cpu,
-        &STATS.batches,
-        &STATS.flush_full,
-        &STATS.flush_timer,
-        &STATS.flush_nofit,
-        &STATS.submit_refused,
-        &STATS.helper_failed,
-        &STATS.lat_sum_ns,
-        &STATS.lat_max_ns,
-        &STATS.wait_sum_ns,
-    ];
-    for c in Iterator::chain(all.into_iter(), STATS.hist.iter()) {
-        c.store(0, Ordering::Relaxed);
-    }
+    STATS.reset();
 }
 
 /// The debugfs file: the counters and the decisions, into `out`; returns
