@@ -32,6 +32,7 @@ use kernel::prelude::*;
 pub mod api;
 mod api_types;
 mod core_state;
+mod ffi;
 mod ivshmem;
 pub mod kcommon;
 mod policy;

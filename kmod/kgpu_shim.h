@@ -6,8 +6,10 @@
  * The functions implemented in Rust and called from C come first, then the
  * functions of each C file, most of them called only from Rust (each
  * non-static function needs a prototype). The Rust side declares the same
- * functions in its own `extern "C"` blocks; a constant that must match a
- * Rust one names it, and the Rust one names this file.
+ * functions in its `extern "C"` blocks, each behind safe wrappers: shim.c's
+ * in the `shim` module of kgpu_main.rs and in kmod/ffi.rs, each service's in
+ * its kernel/ffi.rs; a constant that must match a Rust one names it, and the
+ * Rust one names this file.
  */
 
 #ifndef KGPU_SHIM_H
@@ -37,18 +39,17 @@ unsigned int kgpu_rs_ivshmem_tick(void);
 #define KGPU_POLL_IN 1u
 #define KGPU_POLL_HUP 2u
 
-/* gaes.rs: the AES skciphers. */
-int gaes_rs_setkey(void *tctx, const u8 *key, unsigned int len);
-int gaes_rs_crypt(struct skcipher_request *req, void *tctx, void *rctx, unsigned int mode,
-		  bool enc);
-void gaes_rs_timer(unsigned int batch);
-void gaes_rs_work(void);
-size_t gaes_rs_stats(char *buf, size_t len);
-void gaes_rs_reset_stats(void);
-size_t gaes_rs_tfm_ctx_size(void);
-size_t gaes_rs_req_ctx_size(void);
+/* gaes (services/aes/kernel/ffi.rs): the AES skciphers. */
+int kgpu_gaes_rs_setkey(void *tctx, const u8 *key, unsigned int len);
+int kgpu_gaes_rs_crypt(struct skcipher_request *req, const void *tctx, unsigned int mode, bool enc);
+void kgpu_gaes_rs_timer(unsigned int batch);
+void kgpu_gaes_rs_work(void);
+size_t kgpu_gaes_rs_stats(char *buf, size_t len);
+void kgpu_gaes_rs_reset_stats(void);
+size_t kgpu_gaes_rs_tfm_ctx_size(void);
+size_t kgpu_gaes_rs_req_ctx_size(void);
 
-/* gpq.rs: the RAID6 algorithm. */
+/* gpq (services/raid6/kernel/ffi.rs): the RAID6 algorithm. */
 void kgpu_gpq_rs_gen(int disks, size_t bytes, void **ptrs);
 void kgpu_gpq_rs_xor(int disks, int start, int stop, size_t bytes, void **ptrs);
 size_t kgpu_gpq_rs_show(char *buf, size_t len);
@@ -115,43 +116,43 @@ void kgpu_shim_command_file_remove(unsigned int slot);
 
 /* ==== shim_crypto.c ======================================================== */
 
-/* Called from gaes.rs. */
+/* Called from gaes (services/aes/kernel/ffi.rs). */
 struct gaes_req_info;
-int gaes_shim_register(void);
-void gaes_shim_unregister(void);
-unsigned int gaes_shim_param(unsigned int which);
-void gaes_shim_req_info(struct skcipher_request *req, struct gaes_req_info *info);
-void *gaes_shim_req_ctx(struct skcipher_request *req);
-int gaes_shim_fallback(struct skcipher_request *req, bool enc);
-void gaes_shim_complete(struct skcipher_request *req, int err);
-struct scatterlist *gaes_shim_sg_alloc(unsigned int n);
-void gaes_shim_sg_free(struct scatterlist *sg);
-void gaes_shim_sg_reset(struct scatterlist *tbl, unsigned int cap);
-unsigned int gaes_shim_sg_count(struct scatterlist *src, unsigned int len);
-int gaes_shim_sg_append(struct scatterlist *tbl, unsigned int used, unsigned int cap,
-			struct scatterlist *src, unsigned int len);
-void gaes_shim_sg_mark_end(struct scatterlist *tbl, unsigned int idx);
-size_t gaes_shim_sg_copy(struct scatterlist *sg, size_t skip, u8 *buf, size_t len, bool to_buf);
-void *gaes_shim_zalloc(size_t size);
-void gaes_shim_free(void *p);
-unsigned long gaes_shim_lock(void);
-void gaes_shim_unlock(unsigned long flags);
-u64 gaes_shim_now_ns(void);
-void gaes_shim_timer_arm(unsigned int batch, unsigned int us);
-unsigned int gaes_shim_timer_count(void);
-void gaes_shim_queue_work(void);
-u64 gaes_shim_time_cpu(unsigned int mode, bool best);
-const char *gaes_shim_cpu_driver(unsigned int mode, bool best);
+int kgpu_gaes_shim_register(void);
+void kgpu_gaes_shim_unregister(void);
+unsigned int kgpu_gaes_shim_param(unsigned int which);
+void kgpu_gaes_shim_req_info(struct skcipher_request *req, struct gaes_req_info *info);
+void *kgpu_gaes_shim_req_ctx(struct skcipher_request *req);
+int kgpu_gaes_shim_fallback(struct skcipher_request *req, bool enc);
+void kgpu_gaes_shim_complete(struct skcipher_request *req, int err);
+struct scatterlist *kgpu_gaes_shim_sg_alloc(unsigned int n);
+void kgpu_gaes_shim_sg_free(struct scatterlist *sg);
+void kgpu_gaes_shim_sg_reset(struct scatterlist *tbl, unsigned int cap);
+unsigned int kgpu_gaes_shim_sg_count(struct scatterlist *src, unsigned int len);
+int kgpu_gaes_shim_sg_append(struct scatterlist *tbl, unsigned int used, unsigned int cap,
+			     struct scatterlist *src, unsigned int len);
+void kgpu_gaes_shim_sg_mark_end(struct scatterlist *tbl, unsigned int idx);
+unsigned long kgpu_gaes_shim_lock(void);
+void kgpu_gaes_shim_unlock(unsigned long flags);
+u64 kgpu_gaes_shim_now_ns(void);
+void kgpu_gaes_shim_timer_arm(unsigned int batch, unsigned int us);
+unsigned int kgpu_gaes_shim_timer_count(void);
+void kgpu_gaes_shim_queue_work(void);
+u64 kgpu_gaes_shim_time_cpu(unsigned int mode, bool best);
+const char *kgpu_gaes_shim_cpu_driver(unsigned int mode, bool best);
 
-/* Indices of gaes_shim_param(): P_WINDOW_US..P_MAX_BATCHES in gaes.rs. */
+/* Indices of kgpu_gaes_shim_param(): P_WINDOW_US..P_MAX_BATCHES in services/aes/kernel/ffi.rs. */
 enum { GAES_P_WINDOW_US, GAES_P_BATCH_KB, GAES_P_BATCH_REQS, GAES_P_CPU_MAX, GAES_P_MAX_BATCHES };
 
-/* The modes, as gaes_rs_crypt() and gaes_shim_time_cpu() take them: ECB..XTS in gaes.rs. */
+/*
+ * The modes, as kgpu_gaes_rs_crypt() and kgpu_gaes_shim_time_cpu() take them:
+ * ECB..XTS in gaes.rs.
+ */
 enum { GAES_ECB, GAES_CBC, GAES_CTR, GAES_XTS };
 
 /*
  * Room reserved in each tfm and request context for the Rust parts
- * (gaes_rs_tfm_ctx_size() and gaes_rs_req_ctx_size(), checked at
+ * (kgpu_gaes_rs_tfm_ctx_size() and kgpu_gaes_rs_req_ctx_size(), checked at
  * registration).
  */
 #define GAES_RS_TFM 128
@@ -159,40 +160,40 @@ enum { GAES_ECB, GAES_CBC, GAES_CTR, GAES_XTS };
 
 /*
  * One window timer per batch of the pool: POOL in gaes.rs, which checks
- * gaes_shim_timer_count() against it at init.
+ * kgpu_gaes_shim_timer_count() against it at init.
  */
 #define GAES_TIMERS 16
 
 /* ==== shim_raid6.c ========================================================= */
 
-/* Called from gpq.rs (kgpu_gpq_cpu_gen from shim.c too). */
+/* Called from gpq (services/raid6/kernel/ffi.rs; kgpu_gpq_shim_cpu_gen from shim.c too). */
 int kgpu_gpq_shim_init(size_t max_unit, unsigned int max_sg);
 void kgpu_gpq_shim_exit(void);
-bool kgpu_gpq_param_enable(void);
-long kgpu_gpq_param_threshold(void);
-unsigned int kgpu_gpq_param_spin_us(void);
-bool kgpu_gpq_param_verify(void);
-unsigned int kgpu_gpq_param_wake_us(void);
-int kgpu_gpq_install(void);
-void kgpu_gpq_restore(void);
-bool kgpu_gpq_has_xor(void);
-const char *kgpu_gpq_saved_name(void);
-const char *kgpu_gpq_current_name(void);
+bool kgpu_gpq_shim_param_enable(void);
+long kgpu_gpq_shim_param_threshold(void);
+unsigned int kgpu_gpq_shim_param_spin_us(void);
+bool kgpu_gpq_shim_param_verify(void);
+unsigned int kgpu_gpq_shim_param_wake_us(void);
+int kgpu_gpq_shim_install(void);
+void kgpu_gpq_shim_restore(void);
+bool kgpu_gpq_shim_has_xor(void);
+const char *kgpu_gpq_shim_saved_name(void);
+const char *kgpu_gpq_shim_current_name(void);
 /* The saved CPU algorithm (raid6_call when gpq is not installed). */
-void kgpu_gpq_cpu_gen(int disks, size_t bytes, void **ptrs);
-void kgpu_gpq_cpu_xor(int disks, int start, int stop, size_t bytes, void **ptrs);
-bool kgpu_gpq_may_spin(void);
-unsigned int kgpu_gpq_max_spinners(void);
-bool kgpu_gpq_pcpu_begin(struct scatterlist **sg, u8 **bounce);
-void kgpu_gpq_pcpu_end(void);
-unsigned int kgpu_gpq_sg_build(struct scatterlist *sg, void **ptrs, int start, int stop,
-			       unsigned int lead_zero, unsigned int trail_zero, size_t bytes);
-void kgpu_gpq_sync(void);
-void **kgpu_gpq_bench_alloc(int disks, size_t bytes);
-void kgpu_gpq_bench_free(void **ptrs, int disks);
-void kgpu_gpq_preempt_disable(void);
-void kgpu_gpq_preempt_enable(void);
-void kgpu_gpq_cond_resched(void);
+void kgpu_gpq_shim_cpu_gen(int disks, size_t bytes, void **ptrs);
+void kgpu_gpq_shim_cpu_xor(int disks, int start, int stop, size_t bytes, void **ptrs);
+bool kgpu_gpq_shim_may_spin(void);
+unsigned int kgpu_gpq_shim_max_spinners(void);
+bool kgpu_gpq_shim_pcpu_begin(struct scatterlist **sg, u8 **bounce);
+void kgpu_gpq_shim_pcpu_end(void);
+unsigned int kgpu_gpq_shim_sg_build(struct scatterlist *sg, void **ptrs, int start, int stop,
+				    unsigned int lead_zero, unsigned int trail_zero, size_t bytes);
+void kgpu_gpq_shim_sync(void);
+void **kgpu_gpq_shim_bench_alloc(int disks, size_t bytes);
+void kgpu_gpq_shim_bench_free(void **ptrs, int disks);
+void kgpu_gpq_shim_preempt_disable(void);
+void kgpu_gpq_shim_preempt_enable(void);
+void kgpu_gpq_shim_cond_resched(void);
 
 /*
  * Largest bytes per disk of the helper path and scatterlist entries per call:

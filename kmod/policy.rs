@@ -17,16 +17,10 @@
 
 use crate::kcommon::abi::{GpuFigures, RegionHeader, FIGURE_SLOTS};
 use crate::kcommon::cost::{Decision, Inputs};
-use crate::BufWriter;
-use core::ffi::c_uint;
+use crate::{ffi, BufWriter};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
-
-extern "C" {
-    fn kgpu_shim_policy(which: c_uint) -> c_uint;
-    fn kgpu_shim_time_copy_mbps() -> u64;
-}
 
 /// Where a service sends its work (`gaes_policy`, `gpq_policy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,8 +52,7 @@ pub(crate) enum Which {
 
 /// The policy in force now (the parameters are writable at run time).
 pub(crate) fn policy(w: Which) -> Policy {
-    // SAFETY: reads an integer module parameter.
-    match unsafe { kgpu_shim_policy(w as c_uint) } {
+    match ffi::policy(w as u32) {
         1 => Policy::Gpu,
         2 => Policy::Cpu,
         _ => Policy::Auto,
@@ -71,8 +64,7 @@ static COPY_MBPS: AtomicU64 = AtomicU64::new(0);
 
 /// Times the copies, once at load (process context).
 pub(crate) fn measure_copy() {
-    // SAFETY: process context at load.
-    let v = unsafe { kgpu_shim_time_copy_mbps() };
+    let v = ffi::time_copy_mbps();
     COPY_MBPS.store(v, Ordering::Relaxed);
     pr_info!(
         "copies: {} MB/s on one core (memcpy of 32 MiB: the kernel path's copy into the region and out)\n",

@@ -23,46 +23,16 @@
 //! PASS only when every request came back correct.
 
 use crate::api::{self, CallError, Job, Outcome, SubmitError};
+use crate::ffi::{self, Cipher, SgArray};
 use crate::kcommon::abi::{service, Status, PARAMS_LEN};
 use crate::kservices::{aes as aesp, raid6 as r6p};
 use crate::{shim, BufWriter};
-use core::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use core::ffi::{c_void, CStr};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kernel::alloc::{flags::GFP_KERNEL, KVec};
 use kernel::prelude::*;
 use kernel::time::Ktime;
-
-extern "C" {
-    fn kgpu_shim_cipher_new(alg: *const c_char) -> *mut c_void;
-    fn kgpu_shim_cipher_free(tfm: *mut c_void);
-    fn kgpu_shim_cipher_run(
-        tfm: *mut c_void,
-        key: *const u8,
-        keylen: c_uint,
-        iv: *const u8,
-        src: *const u8,
-        dst: *mut u8,
-        len: c_uint,
-        encrypt: bool,
-    ) -> c_int;
-    fn kgpu_shim_raid6_name() -> *const c_char;
-    fn kgpu_shim_sg_alloc(n: c_uint) -> *mut c_void;
-    fn kgpu_shim_sg_free(sgl: *mut c_void);
-    fn kgpu_shim_run_parallel(
-        n: c_uint,
-        f: extern "C" fn(ctx: *mut c_void, idx: c_uint),
-        ctx: *mut c_void,
-    ) -> c_int;
-    fn kgpu_shim_sg_fill(
-        sgl: *mut c_void,
-        n: c_uint,
-        buf: *mut u8,
-        len: usize,
-        piece: usize,
-    ) -> c_uint;
-    fn kgpu_shim_raid6_gen(disks: c_int, unit: usize, data: *const u8, pq: *mut u8) -> c_int;
-}
 
 const MAX_WINDOW: u32 = 64;
 /// Most submitting threads (`par=N`).
@@ -291,100 +261,57 @@ fn parse(cmd: &[u8]) -> Option<Params> {
 
 /// The kernel's skciphers for the AES requests.
 struct Ciphers {
-    ecb: *mut c_void,
-    cbc: *mut c_void,
-    ctr: *mut c_void,
-    xts: *mut c_void,
+    ecb: Cipher,
+    cbc: Cipher,
+    ctr: Cipher,
+    xts: Cipher,
 }
 
 impl Ciphers {
     fn new() -> Result<Self> {
         let get = |name: &CStr| {
-            // SAFETY: `name` is a NUL-terminated string.
-            let t = unsafe { kgpu_shim_cipher_new(name.as_ptr()) };
-            if t.is_null() {
+            let t = Cipher::new(name);
+            if t.is_none() {
                 pr_warn!("selftest: kernel cipher {:?} unavailable\n", name);
             }
             t
         };
-        let c = Ciphers {
-            ecb: get(c"ecb(aes)"),
-            cbc: get(c"cbc(aes)"),
-            ctr: get(c"ctr(aes)"),
-            xts: get(c"xts(aes)"),
-        };
-        if c.ecb.is_null() || c.cbc.is_null() || c.ctr.is_null() || c.xts.is_null() {
-            return Err(ENOENT);
+        let (ecb, cbc, ctr, xts) = (
+            get(c"ecb(aes)"),
+            get(c"cbc(aes)"),
+            get(c"ctr(aes)"),
+            get(c"xts(aes)"),
+        );
+        match (ecb, cbc, ctr, xts) {
+            (Some(ecb), Some(cbc), Some(ctr), Some(xts)) => Ok(Ciphers { ecb, cbc, ctr, xts }),
+            _ => Err(ENOENT),
         }
-        Ok(c)
     }
 }
 
 /// One scatterlist array per window slot.
-struct SgArrays(KVec<*mut c_void>);
+struct SgArrays(KVec<SgArray>);
 
 impl SgArrays {
     fn new(n: usize) -> Result<Self> {
         let mut v = SgArrays(KVec::with_capacity(n, GFP_KERNEL)?);
         for _ in 0..n {
-            // SAFETY: plain allocation.
-            let p = unsafe { kgpu_shim_sg_alloc(SG_ENTRIES as c_uint) };
-            if p.is_null() {
-                return Err(ENOMEM);
-            }
-            v.0.push(p, GFP_KERNEL)?;
+            v.0.push(SgArray::new(SG_ENTRIES as u32).ok_or(ENOMEM)?, GFP_KERNEL)?;
         }
         Ok(v)
     }
 }
 
-impl Drop for SgArrays {
-    fn drop(&mut self) {
-        for p in self.0.iter() {
-            // SAFETY: allocated by kgpu_shim_sg_alloc, freed once.
-            unsafe { kgpu_shim_sg_free(*p) };
-        }
-    }
-}
-
-impl Drop for Ciphers {
-    fn drop(&mut self) {
-        for t in [self.ecb, self.cbc, self.ctr, self.xts] {
-            if !t.is_null() {
-                // SAFETY: allocated by kgpu_shim_cipher_new and freed once.
-                unsafe { kgpu_shim_cipher_free(t) };
-            }
-        }
-    }
-}
-
 fn cipher(
-    tfm: *mut c_void,
+    c: &Cipher,
     key: &[u8],
     iv: Option<&[u8; 16]>,
     src: &[u8],
     dst: &mut [u8],
     enc: bool,
 ) -> Result {
-    // SAFETY: `tfm` is live; `src`/`dst` are kmalloc'ed buffers of at least
-    // `src.len()` bytes (the shim maps them with sg_init_one); `iv` is 16 bytes.
-    let r = unsafe {
-        kgpu_shim_cipher_run(
-            tfm,
-            key.as_ptr(),
-            key.len() as c_uint,
-            iv.map_or(core::ptr::null(), |v| v.as_ptr()),
-            src.as_ptr(),
-            dst.as_mut_ptr(),
-            src.len() as c_uint,
-            enc,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(Error::from_errno(r))
-    }
+    // SAFETY: `src` and `dst` lie in kmalloc'ed buffers (the run's `KVec`s).
+    unsafe { c.run(key, iv, src, dst, enc) }
 }
 
 /// One generated request and its expected answer (written into `exp`).
@@ -463,15 +390,15 @@ fn gen_aes(
     rng.fill(&mut input[..len]);
     let (src, dst) = (&input[..len], &mut exp[..len]);
     match o {
-        op::ECB_ENC | op::ECB_DEC => cipher(c.ecb, key, None, src, dst, o == op::ECB_ENC)?,
-        op::CBC_ENC | op::CBC_DEC => cipher(c.cbc, key, Some(&iv), src, dst, o == op::CBC_ENC)?,
-        op::CTR => cipher(c.ctr, key, Some(&iv), src, dst, true)?,
+        op::ECB_ENC | op::ECB_DEC => cipher(&c.ecb, key, None, src, dst, o == op::ECB_ENC)?,
+        op::CBC_ENC | op::CBC_DEC => cipher(&c.cbc, key, Some(&iv), src, dst, o == op::CBC_ENC)?,
+        op::CTR => cipher(&c.ctr, key, Some(&iv), src, dst, true)?,
         _ => {
             // dm-crypt plain64: sector number, little-endian, zero-padded.
             for (i, (s, d)) in src.chunks(512).zip(dst.chunks_mut(512)).enumerate() {
                 let mut siv = [0u8; 16];
                 siv[..8].copy_from_slice(&(params.start_sector + i as u64).to_le_bytes());
-                cipher(c.xts, key, Some(&siv), s, d, o == op::XTS_ENC)?;
+                cipher(&c.xts, key, Some(&siv), s, d, o == op::XTS_ENC)?;
             }
         }
     }
@@ -491,11 +418,7 @@ fn gen_raid6(rng: &mut Rng, input: &mut [u8], exp: &mut [u8]) -> Result<Generate
     let unit = [512usize, 1024, 2048, 4096][rng.below(4)];
     let len = (disks - 2) * unit;
     rng.fill(&mut input[..len]);
-    // SAFETY: `input` holds `len` bytes of data blocks, `exp` room for P and Q.
-    let r = unsafe { kgpu_shim_raid6_gen(disks as c_int, unit, input.as_ptr(), exp.as_mut_ptr()) };
-    if r != 0 {
-        return Err(Error::from_errno(r));
-    }
+    ffi::raid6_gen(disks, unit, &input[..len], exp)?;
     Ok(Generated {
         op: r6p::op::GEN_SYNDROME,
         key_len: 0,
@@ -567,12 +490,6 @@ fn worker(sh: &Shared, idx: u32) {
     }
 }
 
-extern "C" fn worker_entry(ctx: *mut c_void, idx: c_uint) {
-    // SAFETY: `run` passes its `Shared`, which outlives the parallel run.
-    let sh = unsafe { &*(ctx as *const Shared) };
-    worker(sh, idx);
-}
-
 fn worker_inner(sh: &Shared, idx: u32) -> Result {
     let p = &sh.p;
     let ciphers = if p.kind == Kind::Aes {
@@ -637,17 +554,9 @@ fn worker_inner(sh: &Shared, idx: u32) -> Result {
         if this % 4 == 1 && p.kind != Kind::Raid6 && g.in_len == g.out_len {
             let min_piece = g.in_len.div_ceil(SG_ENTRIES);
             let piece = min_piece.max(1 + rng.below(700));
-            // SAFETY: the slot's array has SG_ENTRIES entries and its input
-            // buffer (kmalloc'ed) at least `in_len` bytes.
-            let n = unsafe {
-                kgpu_shim_sg_fill(
-                    sg,
-                    SG_ENTRIES as c_uint,
-                    input.as_mut_ptr(),
-                    g.in_len,
-                    piece,
-                )
-            };
+            // SAFETY: the slot's array of SG_ENTRIES entries, this thread's
+            // until its request is submitted; the input buffer is kmalloc'ed.
+            let n = unsafe { ffi::sg_fill(sg, SG_ENTRIES as u32, &mut input[..g.in_len], piece) };
             via_sg = n > 0;
         }
         let src = if via_sg {
@@ -761,7 +670,7 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
         EXP[w].ptr.store(e.as_mut_ptr(), Ordering::Release);
         EXP[w].len.store(0, Ordering::Release);
         EXP[w].input.store(i.as_mut_ptr(), Ordering::Release);
-        EXP[w].sg.store(sgs.0[w], Ordering::Release);
+        EXP[w].sg.store(sgs.0[w].as_ptr(), Ordering::Release);
     }
     T.busy.store(0, Ordering::Relaxed);
     T.outstanding.store(0, Ordering::Relaxed);
@@ -791,13 +700,9 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
     if p.par == 1 {
         worker(&sh, 0);
     } else {
-        // SAFETY: `sh` outlives the call, which returns after every worker
-        // finished; workers only read it and update its atomics.
-        let r = unsafe {
-            kgpu_shim_run_parallel(p.par, worker_entry, &sh as *const Shared as *mut c_void)
-        };
-        if r != 0 {
-            sh.gen_error.store(r, Ordering::Relaxed);
+        // Workers only read `sh` and update its atomics.
+        if let Err(e) = ffi::run_parallel(p.par, &|idx| worker(&sh, idx)) {
+            sh.gen_error.store(e.to_errno(), Ordering::Relaxed);
         }
     }
 
@@ -870,9 +775,7 @@ pub(crate) fn run(cmd: &[u8], out: &mut [u8]) -> Result {
         );
     }
     if p.kind == Kind::Raid6 {
-        // SAFETY: raid6_call.name is a static string of the raid6 library.
-        let name = unsafe { CStr::from_ptr(kgpu_shim_raid6_name()) };
-        let _ = writeln!(w, "reference: raid6 {:?}", name);
+        let _ = writeln!(w, "reference: raid6 {:?}", ffi::raid6_name());
     }
     if gen_error != 0 {
         let _ = writeln!(w, "error: {:?}", Error::from_errno(gen_error));

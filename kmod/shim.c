@@ -524,7 +524,7 @@ int kgpu_shim_raid6_gen(int disks, size_t unit, const u8 *data, u8 *pq)
 	}
 	/* The kernel's own algorithm, even while gpq is installed as raid6_call:
 	 * the self-test must never compare the helper with itself. */
-	kgpu_gpq_cpu_gen(disks, unit, ptrs);
+	kgpu_gpq_shim_cpu_gen(disks, unit, ptrs);
 	memcpy(pq, ptrs[disks - 2], unit);
 	memcpy(pq + unit, ptrs[disks - 1], unit);
 out:

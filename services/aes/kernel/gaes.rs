@@ -44,71 +44,18 @@
 //! protocol carries the raw key in every ring request (64 bytes at most, once
 //! per batch) and the helper caches expanded schedules by tag.
 
-use crate::api::{self, Job, Outcome, SgList, Src};
+use self::ffi::{Answer, Locked, Request, SgTable};
+use crate::api::{self, Job, Outcome, Src};
 use crate::kcommon::abi::{service, Status};
 use crate::kservices::aes as proto;
 use crate::policy::{self, Policy, Which};
 use crate::BufWriter;
-use core::cell::UnsafeCell;
-use core::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 
-extern "C" {
-    fn gaes_shim_register() -> c_int;
-    fn gaes_shim_unregister();
-    fn gaes_shim_param(which: c_uint) -> c_uint;
-    fn gaes_shim_req_info(req: *mut c_void, info: *mut ReqInfo);
-    fn gaes_shim_fallback(req: *mut c_void, enc: bool) -> c_int;
-    fn gaes_shim_complete(req: *mut c_void, err: c_int);
-    fn gaes_shim_sg_alloc(n: c_uint) -> *mut c_void;
-    fn gaes_shim_sg_free(sg: *mut c_void);
-    fn gaes_shim_sg_reset(tbl: *mut c_void, cap: c_uint);
-    fn gaes_shim_sg_count(src: *mut c_void, len: c_uint) -> c_uint;
-    fn gaes_shim_sg_append(
-        tbl: *mut c_void,
-        used: c_uint,
-        cap: c_uint,
-        src: *mut c_void,
-        len: c_uint,
-    ) -> c_int;
-    fn gaes_shim_sg_mark_end(tbl: *mut c_void, idx: c_uint);
-    fn gaes_shim_sg_copy(
-        sg: *mut c_void,
-        skip: usize,
-        buf: *mut u8,
-        len: usize,
-        to_buf: bool,
-    ) -> usize;
-    fn gaes_shim_zalloc(size: usize) -> *mut c_void;
-    fn gaes_shim_free(p: *mut c_void);
-    fn gaes_shim_lock() -> c_ulong;
-    fn gaes_shim_unlock(flags: c_ulong);
-    fn gaes_shim_now_ns() -> u64;
-    fn gaes_shim_timer_arm(batch: c_uint, us: c_uint);
-    fn gaes_shim_timer_count() -> c_uint;
-    fn gaes_shim_queue_work();
-    fn gaes_shim_time_cpu(mode: c_uint, best: bool) -> u64;
-    fn gaes_shim_cpu_driver(mode: c_uint, best: bool) -> *const c_char;
-}
-
-// Parameter indices of `gaes_shim_param` (`GAES_P_*` in kgpu_shim.h).
-const P_WINDOW_US: c_uint = 0;
-const P_BATCH_KB: c_uint = 1;
-const P_BATCH_REQS: c_uint = 2;
-const P_CPU_MAX: c_uint = 3;
-const P_MAX_BATCHES: c_uint = 4;
-
-fn param(which: c_uint) -> u32 {
-    // SAFETY: reads an integer module parameter.
-    unsafe { gaes_shim_param(which) }
-}
-
-fn now_ns() -> u64 {
-    // SAFETY: no preconditions.
-    unsafe { gaes_shim_now_ns() }
-}
+#[path = "ffi.rs"]
+mod ffi;
 
 // Modes, as numbered by shim_crypto.c (`GAES_ECB`..`GAES_XTS` in kgpu_shim.h).
 const ECB: u32 = 0;
@@ -131,35 +78,20 @@ static THRESHOLD: [AtomicU64; MODES] = [const { AtomicU64::new(u64::MAX) }; MODE
 /// `max_request_kb`).
 const MODEL_MAX: u64 = 16 << 20;
 
-fn driver(mode: usize, best: bool) -> &'static str {
-    // SAFETY: returns a NUL-terminated static buffer of shim_crypto.c,
-    // written only by `gaes_shim_time_cpu` at load, before any reader.
-    let p = unsafe { gaes_shim_cpu_driver(mode as c_uint, best) };
-    if p.is_null() {
-        return "";
-    }
-    // SAFETY: as above.
-    unsafe { core::ffi::CStr::from_ptr(p) }
-        .to_str()
-        .unwrap_or("?")
-}
-
 /// Times the kernel's AES per mode, once at load (before registration, so
 /// gaes is not among the candidates).
 fn time_cpu() {
     for m in 0..MODES {
-        // SAFETY: process context at load.
-        let best = unsafe { gaes_shim_time_cpu(m as c_uint, true) };
-        // SAFETY: as above.
-        let fb = unsafe { gaes_shim_time_cpu(m as c_uint, false) };
+        let best = ffi::time_cpu(m, true);
+        let fb = ffi::time_cpu(m, false);
         CPU_BEST[m].store(best, Ordering::Relaxed);
         CPU_FALLBACK[m].store(fb, Ordering::Relaxed);
         pr_info!(
             "gaes: {}: cpu {} {} MB/s/core (gaes's own cpu path {} {} MB/s/core), 4 KiB requests\n",
             MODE_NAMES[m],
-            driver(m, true),
+            ffi::cpu_driver(m, true),
             best,
-            driver(m, false),
+            ffi::cpu_driver(m, false),
             fb
         );
     }
@@ -201,7 +133,7 @@ pub(crate) fn decide() {
                 w,
                 ": at {} batches cpu {} {} MB/s/core = {} s/GB vs ",
                 policy::Size(batch),
-                driver(m, true),
+                ffi::cpu_driver(m, true),
                 i.cpu_mbps,
                 policy::SecPerGb::of_mbps(i.cpu_mbps)
             );
@@ -225,9 +157,9 @@ fn write_decisions(w: &mut BufWriter<'_>) {
             w,
             "cpu_driver {}: {} {} MB/s, fallback {} {} MB/s",
             short,
-            driver(m, true),
+            ffi::cpu_driver(m, true),
             CPU_BEST[m].load(Ordering::Relaxed),
-            driver(m, false),
+            ffi::cpu_driver(m, false),
             CPU_FALLBACK[m].load(Ordering::Relaxed)
         );
         let _ = write!(
@@ -273,45 +205,11 @@ struct ReqCtx {
     next_iv: [u8; 16],
 }
 
-/// What the shim reports of a `struct skcipher_request`.
-#[repr(C)]
-struct ReqInfo {
-    src: *mut c_void,
-    dst: *mut c_void,
-    iv: *mut u8,
-    len: u32,
-    flags: u32,
-}
-
-fn req_info(req: *mut c_void) -> ReqInfo {
-    let mut info = ReqInfo {
-        src: core::ptr::null_mut(),
-        dst: core::ptr::null_mut(),
-        iv: core::ptr::null_mut(),
-        len: 0,
-        flags: 0,
-    };
-    // SAFETY: `req` is a live skcipher request handed to us by the crypto API
-    // and not completed yet; `info` is a local.
-    unsafe { gaes_shim_req_info(req, &mut info) };
-    info
-}
-
-fn fallback(req: *mut c_void, enc: bool) -> c_int {
-    // SAFETY: `req` is a live request of a gaes tfm, not completed yet; the
-    // fallback runs synchronously on its own sub-request in the context.
-    unsafe { gaes_shim_fallback(req, enc) }
-}
-
-fn complete(req: *mut c_void, err: c_int) {
-    // SAFETY: `req` was answered -EINPROGRESS and is completed exactly once,
-    // here; it is not touched afterwards.
-    unsafe { gaes_shim_complete(req, err) }
-}
-
+/// A batch's state (`Free` is 0: the pool is allocated zeroed).
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum Phase {
-    Free,
+    Free = 0,
     Open,
     Busy,
 }
@@ -335,16 +233,18 @@ struct Batch {
     key_len: usize,
     unit: u32,
     n: usize,
-    sg: *mut c_void,
+    /// The batch's table (`None` only until `init` allocates it).
+    sg: Option<SgTable>,
     sg_used: u32,
     opened_ns: u64,
     submitted_ns: u64,
-    reqs: [*mut c_void; MAX_REQS],
+    /// The batch's `n` requests, each taken out when it is completed.
+    reqs: [Option<Request>; MAX_REQS],
     aux: [u8; MAX_REQS * 16],
 }
 
 struct Shared {
-    /// `POOL` batches (kvzalloc'ed at init), null before init.
+    /// `POOL` batches (allocated at init), null before init.
     batches: *mut Batch,
     /// The key of each open batch of the pool (`None`: not open). Several
     /// batches of one operation may be open at once, one per key and length,
@@ -359,33 +259,20 @@ struct Shared {
     used: u32,
 }
 
-struct Locked(UnsafeCell<Shared>);
+// SAFETY: `batches` is the pool, reached under the lock or by the owner of a
+// batch (see `batch`) from any CPU; nothing in it is tied to one.
+unsafe impl Send for Shared {}
 
-// SAFETY: the contents are only reached through `Locked::with`, under the
-// gaes spinlock with interrupts off.
-unsafe impl Sync for Locked {}
-
-static SHARED: Locked = Locked(UnsafeCell::new(Shared {
+/// The pool and what says which batch is where, behind the gaes lock; the
+/// closures given to `SHARED.with` must not sleep, take the lock again or call
+/// into the ring API or a completion.
+static SHARED: Locked<Shared> = Locked::new(Shared {
     batches: core::ptr::null_mut(),
     open: [None; POOL],
     last_ns: [0; SLOTS],
     redo: 0,
     used: 0,
-}));
-
-impl Locked {
-    /// Runs `f` under the lock. `f` must not sleep, take the lock again or
-    /// call into the ring API or a completion.
-    fn with<R>(&self, f: impl FnOnce(&mut Shared) -> R) -> R {
-        // SAFETY: spin_lock_irqsave on the shim's static lock.
-        let flags = unsafe { gaes_shim_lock() };
-        // SAFETY: the lock is held: this is the only reference until unlock.
-        let r = f(unsafe { &mut *self.0.get() });
-        // SAFETY: releases the lock taken above.
-        unsafe { gaes_shim_unlock(flags) };
-        r
-    }
-}
+});
 
 /// Batch `i` of the pool.
 ///
@@ -406,60 +293,58 @@ fn batches_ptr() -> *mut Batch {
 
 // ---- counters --------------------------------------------------------------
 
-struct Stats {
+/// `Stats`, its zeroed static `STATS` and `Stats::reset` from one list of
+/// counters (plus the batch size histogram).
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        struct Stats {
+            $($(#[$doc])* $name: AtomicU64,)*
+            hist: [AtomicU64; HIST],
+        }
+
+        static STATS: Stats = Stats {
+            $($name: AtomicU64::new(0),)*
+            hist: [const { AtomicU64::new(0) }; HIST],
+        };
+
+        impl Stats {
+            /// Zeroes every counter.
+            fn reset(&self) {
+                $(self.$name.store(0, Ordering::Relaxed);)*
+                for c in self.hist.iter() {
+                    c.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+    };
+}
+
+counters! {
     /// Every encrypt/decrypt call.
-    requests: AtomicU64,
+    requests,
     /// Calls answered `-EINPROGRESS` (placed in a batch); each is completed
     /// exactly once, by the helper's answer (`gpu_reqs`) or the redo
     /// (`cpu_redo`).
-    queued: AtomicU64,
-    gpu_reqs: AtomicU64,
-    gpu_bytes: AtomicU64,
-    cpu_nohelper: AtomicU64,
-    cpu_small: AtomicU64,
-    cpu_busy: AtomicU64,
-    cpu_other: AtomicU64,
-    cpu_policy: AtomicU64,
-    cpu_redo: AtomicU64,
-    batch_cpu: AtomicU64,
-    batches: AtomicU64,
-    flush_full: AtomicU64,
-    flush_timer: AtomicU64,
-    flush_nofit: AtomicU64,
-    submit_refused: AtomicU64,
-    helper_failed: AtomicU64,
-    lat_sum_ns: AtomicU64,
-    lat_max_ns: AtomicU64,
-    wait_sum_ns: AtomicU64,
-    hist: [AtomicU64; HIST],
+    queued,
+    gpu_reqs,
+    gpu_bytes,
+    cpu_nohelper,
+    cpu_small,
+    cpu_busy,
+    cpu_other,
+    cpu_policy,
+    cpu_redo,
+    batch_cpu,
+    batches,
+    flush_full,
+    flush_timer,
+    flush_nofit,
+    submit_refused,
+    helper_failed,
+    lat_sum_ns,
+    lat_max_ns,
+    wait_sum_ns,
 }
-
-#[allow(clippy::declare_interior_mutable_const)]
-const Z: AtomicU64 = AtomicU64::new(0);
-
-static STATS: Stats = Stats {
-    requests: Z,
-    queued: Z,
-    gpu_reqs: Z,
-    gpu_bytes: Z,
-    cpu_nohelper: Z,
-    cpu_small: Z,
-    cpu_busy: Z,
-    cpu_other: Z,
-    cpu_policy: Z,
-    cpu_redo: Z,
-    batch_cpu: Z,
-    batches: Z,
-    flush_full: Z,
-    flush_timer: Z,
-    flush_nofit: Z,
-    submit_refused: Z,
-    helper_failed: Z,
-    lat_sum_ns: Z,
-    lat_max_ns: Z,
-    wait_sum_ns: Z,
-    hist: [Z; HIST],
-};
 
 fn inc(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
@@ -475,34 +360,25 @@ fn hist_bucket(n: usize) -> usize {
 
 // ---- init / exit -----------------------------------------------------------
 
+/// The batch pool, as `init` allocates it.
+type Pool = KVBox<[Batch; POOL]>;
+
 /// Allocates the batch pool and registers the algorithms.
 pub(crate) fn init() -> Result {
-    // SAFETY: no preconditions.
-    if (unsafe { gaes_shim_timer_count() } as usize) < POOL {
+    if (ffi::timer_count() as usize) < POOL {
         pr_err!("gaes: fewer window timers than batches\n");
         return Err(EINVAL);
     }
-    let size = core::mem::size_of::<Batch>() * POOL;
-    // SAFETY: plain kvzalloc.
-    let p = unsafe { gaes_shim_zalloc(size) }.cast::<Batch>();
-    if p.is_null() {
-        return Err(ENOMEM);
+    let pool = Pool::new_uninit(GFP_KERNEL | __GFP_ZERO)?;
+    // SAFETY: the memory is zeroed, and all-zero bytes are a valid `Batch`:
+    // integers, `bool`s and byte arrays, a `Phase` (`#[repr(u8)]`, `Free` is
+    // 0) and `Option`s of `#[repr(transparent)]` `NonNull` wrappers (0 is
+    // `None`).
+    let mut pool = unsafe { pool.assume_init() };
+    for b in pool.iter_mut() {
+        b.sg = Some(SgTable::new().ok_or(ENOMEM)?);
     }
-    let mut ok = true;
-    for i in 0..POOL {
-        // SAFETY: `p` holds `POOL` zeroed batches, nothing else sees it yet;
-        // all-zero bytes are a valid `Batch` except `phase`, set here first.
-        let b = unsafe { &mut *p.add(i) };
-        // SAFETY: as above; `phase` is written without reading the old value.
-        unsafe { core::ptr::addr_of_mut!(b.phase).write(Phase::Free) };
-        // SAFETY: allocates and initialises a scatterlist table.
-        b.sg = unsafe { gaes_shim_sg_alloc(SG_CAP) };
-        ok &= !b.sg.is_null();
-    }
-    if !ok {
-        free_pool(p);
-        return Err(ENOMEM);
-    }
+    let p = Pool::into_raw(pool).cast::<Batch>();
     SHARED.with(|s| {
         s.batches = p;
         s.open = [None; POOL];
@@ -510,36 +386,33 @@ pub(crate) fn init() -> Result {
         s.used = 0;
     });
     time_cpu();
-    // SAFETY: the pool is ready; registration runs the self-tests, which
-    // call back into `gaes_rs_crypt`.
-    let ret = unsafe { gaes_shim_register() };
-    if ret != 0 {
+    // SAFETY: not registered (`init` runs once, at load); the pool is ready
+    // for the self-tests, which call back into `crypt`.
+    if let Err(e) = unsafe { ffi::register() } {
         SHARED.with(|s| s.batches = core::ptr::null_mut());
-        free_pool(p);
-        return Err(Error::from_errno(ret));
+        // SAFETY: the pool made above; nothing else has it any more.
+        unsafe { free_pool(p) };
+        return Err(e);
     }
     pr_info!("gaes: gaes_ecb, gaes_cbc, gaes_ctr, gaes_xts registered\n");
     Ok(())
 }
 
-fn free_pool(p: *mut Batch) {
-    for i in 0..POOL {
-        // SAFETY: `p` holds `POOL` batches that nothing uses any more.
-        let b = unsafe { &mut *p.add(i) };
-        if !b.sg.is_null() {
-            // SAFETY: allocated by `gaes_shim_sg_alloc`.
-            unsafe { gaes_shim_sg_free(b.sg) };
-        }
-    }
-    // SAFETY: allocated by `gaes_shim_zalloc`, no longer referenced.
-    unsafe { gaes_shim_free(p.cast()) };
+/// Frees the pool and its tables.
+///
+/// # Safety
+/// `p` must be the pool of `init` (`Pool::into_raw`), no longer used.
+unsafe fn free_pool(p: *mut Batch) {
+    // SAFETY: by the caller's contract.
+    drop(unsafe { Pool::from_raw(p.cast()) });
 }
 
 /// Unregisters the algorithms and frees the pool. No tfm exists at unload
 /// (each holds a module reference), so no request or batch is pending.
 pub(crate) fn exit() {
-    // SAFETY: registered by `init`; waits for the timers and the work.
-    unsafe { gaes_shim_unregister() };
+    // SAFETY: registered by `init` (`exit` runs only after it succeeded), and
+    // no tfm is left; this waits for the timers and the work.
+    unsafe { ffi::unregister() };
     let p = SHARED.with(|s| {
         let p = s.batches;
         s.batches = core::ptr::null_mut();
@@ -549,45 +422,27 @@ pub(crate) fn exit() {
         p
     });
     if !p.is_null() {
-        free_pool(p);
+        // SAFETY: the pool of `init`; with the algorithms gone nothing uses
+        // it (no request, batch, timer or work is left).
+        unsafe { free_pool(p) };
     }
 }
 
-// ---- entry points from shim_crypto.c ---------------------------------------
+// ---- requests ----------------------------------------------------------------
 
-// Checked against `GAES_RS_TFM` and `GAES_RS_REQ` (kgpu_shim.h) at registration.
-#[no_mangle]
-extern "C" fn gaes_rs_tfm_ctx_size() -> usize {
-    core::mem::size_of::<TfmCtx>()
-}
-
-#[no_mangle]
-extern "C" fn gaes_rs_req_ctx_size() -> usize {
-    core::mem::size_of::<ReqCtx>()
-}
-
-#[no_mangle]
-extern "C" fn gaes_rs_setkey(tctx: *mut c_void, key: *const u8, len: c_uint) -> c_int {
+/// `setkey` of every mode (the fallback checked the key already).
+fn setkey(ctx: &mut TfmCtx, key: &[u8]) -> Result {
     static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
-    let len = len as usize;
+    let len = key.len();
     if len > KEY_MAX {
-        return EINVAL.to_errno();
+        return Err(EINVAL);
     }
-    // SAFETY: the shim passes the tfm context's Rust part (sized and aligned
-    // by the check at registration) and the caller's key of `len` bytes; the
-    // crypto API forbids setkey concurrently with requests on the tfm.
-    let (ctx, key) = unsafe {
-        (
-            &mut *tctx.cast::<TfmCtx>(),
-            core::slice::from_raw_parts(key, len),
-        )
-    };
     ctx.key[..len].copy_from_slice(key);
     ctx.key[len..].fill(0);
     ctx.key_len = len as u32;
     // A new tag per key: the helper's schedule cache never serves a stale key.
     ctx.tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
-    0
+    Ok(())
 }
 
 fn op_of(mode: u32, enc: bool) -> u16 {
@@ -618,7 +473,7 @@ fn eligible(mode: u32, len: u32, max_bytes: u32) -> bool {
 }
 
 fn max_batch_bytes() -> u32 {
-    let kb = param(P_BATCH_KB).clamp(4, 16 * 1024);
+    let kb = ffi::batch_kb().clamp(4, 16 * 1024);
     let max = crate::shim::max_request_bytes().min(u32::MAX as usize) as u32;
     (kb << 10).min(max)
 }
@@ -627,7 +482,7 @@ enum Placed {
     /// Queued in a batch; the batches to submit now (full or replaced).
     Queued([Option<usize>; 2]),
     /// Run it on the CPU (and submit these batches).
-    Cpu([Option<usize>; 2], CpuWhy),
+    Cpu([Option<usize>; 2], CpuWhy, Request),
 }
 
 #[derive(Clone, Copy)]
@@ -637,27 +492,24 @@ enum CpuWhy {
     Other,
 }
 
-#[no_mangle]
-extern "C" fn gaes_rs_crypt(
-    req: *mut c_void,
-    tctx: *mut c_void,
-    rctx: *mut c_void,
-    mode: c_uint,
-    enc: bool,
-) -> c_int {
-    // SAFETY: the shim passes the Rust parts of this request's tfm and request
-    // contexts; nothing else writes the tfm context during a request.
-    let (ctx, rc) = unsafe { (&*tctx.cast::<TfmCtx>(), &mut *rctx.cast::<ReqCtx>()) };
-    let info = req_info(req);
+/// The request on the CPU: the fallback, in the caller's context.
+fn cpu(mut req: Request, enc: bool) -> Answer {
+    let err = req.fallback(enc);
+    Answer::Done(req, err)
+}
+
+/// Encrypt or decrypt of `mode`: every request starts here.
+fn crypt(mut req: Request, ctx: &TfmCtx, mode: u32, enc: bool) -> Answer {
+    let len = req.len();
     inc(&STATS.requests, 1);
     let max_bytes = max_batch_bytes();
-    if ctx.key_len == 0 || !eligible(mode, info.len, max_bytes) {
+    if ctx.key_len == 0 || !eligible(mode, len, max_bytes) {
         inc(&STATS.cpu_other, 1);
-        return fallback(req, enc);
+        return cpu(req, enc);
     }
     if !api::attached() {
         inc(&STATS.cpu_nohelper, 1);
-        return fallback(req, enc);
+        return cpu(req, enc);
     }
     let pol = policy::policy(Which::Gaes);
     if pol == Policy::Cpu
@@ -668,51 +520,46 @@ extern "C" fn gaes_rs_crypt(
                 > u64::from(max_bytes))
     {
         inc(&STATS.cpu_policy, 1);
-        return fallback(req, enc);
+        return cpu(req, enc);
     }
-    // SAFETY: `src` is the request's source list, valid for `len` bytes.
-    let nents = unsafe { gaes_shim_sg_count(info.src, info.len) };
-    if nents > SG_CAP {
-        inc(&STATS.cpu_other, 1);
-        return fallback(req, enc);
-    }
-    if mode == CBC && !enc {
-        // SAFETY: as above; copies the last 16 bytes into the context.
-        let n = unsafe {
-            gaes_shim_sg_copy(
-                info.src,
-                info.len as usize - 16,
-                rc.next_iv.as_mut_ptr(),
-                16,
-                true,
-            )
-        };
-        if n != 16 {
+    let nents = match req.src().count(len) {
+        Some(n) if n <= SG_CAP => n,
+        _ => {
             inc(&STATS.cpu_other, 1);
-            return fallback(req, enc);
+            return cpu(req, enc);
         }
+    };
+    if mode == CBC && !enc {
+        // The last ciphertext block, kept in the context.
+        let mut last = [0u8; 16];
+        if req.src().read(len as usize - 16, &mut last) != 16 {
+            inc(&STATS.cpu_other, 1);
+            return cpu(req, enc);
+        }
+        req.ctx().next_iv = last;
     }
     let op = op_of(mode, enc);
     let slot = op as usize % SLOTS;
     let key = BatchKey {
         op,
         tag: ctx.tag,
-        unit: info.len,
+        unit: len,
     };
     let mut iv = [0u8; 16];
     if mode != ECB {
-        // SAFETY: the crypto API gives an IV of `ivsize` (16) bytes.
-        unsafe { core::ptr::copy_nonoverlapping(info.iv, iv.as_mut_ptr(), 16) };
+        if let Some(v) = req.iv() {
+            iv = *v;
+        }
     }
-    let window_ns = u64::from(param(P_WINDOW_US)) * 1000;
-    let cpu_max = param(P_CPU_MAX);
-    let max_reqs = (param(P_BATCH_REQS) as usize).clamp(1, MAX_REQS);
-    let max_batches = (param(P_MAX_BATCHES) as usize).clamp(1, POOL);
-    let now = now_ns();
+    let window_ns = u64::from(ffi::window_us()) * 1000;
+    let cpu_max = ffi::cpu_max_bytes();
+    let max_reqs = (ffi::batch_reqs() as usize).clamp(1, MAX_REQS);
+    let max_batches = (ffi::max_batches() as usize).clamp(1, POOL);
+    let now = ffi::now_ns();
 
     let placed = SHARED.with(|s| {
         if s.batches.is_null() {
-            return Placed::Cpu([None, None], CpuWhy::Other);
+            return Placed::Cpu([None, None], CpuWhy::Other, req);
         }
         let recent = now.wrapping_sub(s.last_ns[slot]) <= window_ns;
         s.last_ns[slot] = now;
@@ -722,7 +569,7 @@ extern "C" fn gaes_rs_crypt(
             // SAFETY: the batch is open and the lock is held.
             let b = unsafe { batch(s.batches, i) };
             let fits = b.n < max_reqs
-                && (b.n as u64 + 1) * u64::from(info.len) <= u64::from(max_bytes)
+                && (b.n as u64 + 1) * u64::from(len) <= u64::from(max_bytes)
                 && b.sg_used + nents <= SG_CAP;
             if !fits {
                 s.open[i] = None;
@@ -731,15 +578,15 @@ extern "C" fn gaes_rs_crypt(
                 flush[0] = Some(i);
                 inc(&STATS.flush_nofit, 1);
             }
-        } else if info.len < cpu_max && !recent {
-            return Placed::Cpu(flush, CpuWhy::Small);
+        } else if len < cpu_max && !recent {
+            return Placed::Cpu(flush, CpuWhy::Small, req);
         }
         let i = match open {
             Some(i) => i,
             None => {
                 let free = (0..POOL.min(max_batches)).find(|&i| s.used & (1 << i) == 0);
                 let Some(i) = free else {
-                    return Placed::Cpu(flush, CpuWhy::Busy);
+                    return Placed::Cpu(flush, CpuWhy::Busy, req);
                 };
                 s.used |= 1 << i;
                 // SAFETY: the batch was free; the lock is held.
@@ -751,38 +598,43 @@ extern "C" fn gaes_rs_crypt(
                 b.tag = ctx.tag;
                 b.key = ctx.key;
                 b.key_len = ctx.key_len as usize;
-                b.unit = info.len;
+                b.unit = len;
                 b.n = 0;
                 b.sg_used = 0;
                 b.opened_ns = now;
-                // SAFETY: the batch's own table of `SG_CAP` entries.
-                unsafe { gaes_shim_sg_reset(b.sg, SG_CAP) };
+                if let Some(t) = b.sg.as_mut() {
+                    t.reset();
+                }
                 s.open[i] = Some(key);
-                // SAFETY: arms this batch's window timer (`i < POOL`).
-                unsafe { gaes_shim_timer_arm(i as c_uint, param(P_WINDOW_US)) };
+                // SAFETY: requests reach `crypt` only while the algorithms
+                // are registered.
+                unsafe { ffi::timer_arm(i, ffi::window_us()) };
                 i
             }
         };
         // SAFETY: the batch is open and the lock is held.
         let b = unsafe { batch(s.batches, i) };
-        // SAFETY: the batch's table has room for `nents` more entries (checked
-        // above, or the batch is new); `src` is valid for `len` bytes.
-        let used = unsafe { gaes_shim_sg_append(b.sg, b.sg_used, SG_CAP, info.src, info.len) };
-        if used < 0 {
+        // The table has room for `nents` more entries (checked above, or the
+        // batch is new).
+        let used = match b.sg.as_mut() {
+            Some(t) => t.append(b.sg_used, req.src(), len),
+            None => None,
+        };
+        let Some(used) = used else {
             // Cannot happen after the count; run it on the CPU all the same.
             if b.n == 0 {
                 s.open[i] = None;
                 b.phase = Phase::Free;
                 s.used &= !(1 << i);
             }
-            return Placed::Cpu(flush, CpuWhy::Other);
-        }
-        b.sg_used = used as u32;
-        b.reqs[b.n] = req;
+            return Placed::Cpu(flush, CpuWhy::Other, req);
+        };
+        b.sg_used = used;
+        b.reqs[b.n] = Some(req);
         b.aux[b.n * 16..b.n * 16 + 16].copy_from_slice(&iv);
         b.n += 1;
         let full = b.n >= max_reqs
-            || (b.n as u64 + 1) * u64::from(info.len) > u64::from(max_bytes)
+            || (b.n as u64 + 1) * u64::from(len) > u64::from(max_bytes)
             || b.sg_used >= SG_CAP;
         if full {
             s.open[i] = None;
@@ -797,9 +649,9 @@ extern "C" fn gaes_rs_crypt(
         Placed::Queued(f) => {
             inc(&STATS.queued, 1);
             f.into_iter().flatten().for_each(submit_batch);
-            -EINPROGRESS
+            Answer::Queued
         }
-        Placed::Cpu(f, why) => {
+        Placed::Cpu(f, why, req) => {
             f.into_iter().flatten().for_each(submit_batch);
             inc(
                 match why {
@@ -809,18 +661,13 @@ extern "C" fn gaes_rs_crypt(
                 },
                 1,
             );
-            fallback(req, enc)
+            cpu(req, enc)
         }
     }
 }
 
-/// `EINPROGRESS` (not among the Rust crate's error codes in 6.12).
-const EINPROGRESS: c_int = 115;
-
 /// The window of batch `i` ended: submit it if it is still open.
-#[no_mangle]
-extern "C" fn gaes_rs_timer(i: c_uint) {
-    let i = i as usize;
+fn window_ended(i: usize) {
     if i >= POOL {
         return;
     }
@@ -854,11 +701,18 @@ fn submit_batch(i: usize) {
         to_cpu(i);
         return;
     }
-    // SAFETY: `sg_used >= 1` (a batch holds at least one request).
-    unsafe { gaes_shim_sg_mark_end(b.sg, b.sg_used - 1) };
-    // SAFETY: the table describes the `n` requests' sources, `unit` bytes
-    // each, in order; they stay valid until each request is completed.
-    let input = unsafe { SgList::new(b.sg, 0, total) };
+    let Some(tbl) = b.sg.as_mut() else {
+        // Every batch of the pool has its table.
+        to_cpu(i);
+        return;
+    };
+    // `sg_used >= 1`: a batch holds at least one request.
+    tbl.mark_end(b.sg_used - 1);
+    // SAFETY: the table, terminated, describes the `n` requests' sources,
+    // `unit` bytes each, in order; none is completed before the batch is
+    // answered or redone, so they stay valid while the submission copies
+    // them.
+    let input = unsafe { tbl.list(total) };
     // ECB has no IVs; the other modes take one IV per request from the list.
     let (params, aux_len) = if b.mode == ECB {
         (proto::AesParams::none(), 0)
@@ -878,7 +732,7 @@ fn submit_batch(i: usize) {
         count: 0,
         params: params.to_bytes(),
     };
-    b.submitted_ns = now_ns();
+    b.submitted_ns = ffi::now_ns();
     inc(
         &STATS.wait_sum_ns,
         b.submitted_ns.saturating_sub(b.opened_ns),
@@ -910,7 +764,7 @@ fn batch_done(ctx: usize, o: &Outcome<'_>) {
         to_cpu(ctx);
         return;
     }
-    let lat = now_ns().saturating_sub(b.submitted_ns);
+    let lat = ffi::now_ns().saturating_sub(b.submitted_ns);
     inc(&STATS.lat_sum_ns, lat);
     STATS.lat_max_ns.fetch_max(lat, Ordering::Relaxed);
     inc(&STATS.batches, 1);
@@ -919,11 +773,11 @@ fn batch_done(ctx: usize, o: &Outcome<'_>) {
     inc(&STATS.gpu_bytes, total as u64);
     let (n, mode, enc) = (b.n, b.mode, b.enc);
     for k in 0..n {
-        let req = b.reqs[k];
-        let info = req_info(req);
-        // SAFETY: the request's destination covers `cryptlen` = `unit` bytes.
-        let dst = unsafe { SgList::new(info.dst, 0, unit) };
-        let copied = o.out.copy_to_sg(k * unit, &dst);
+        let Some(mut req) = b.reqs[k].take() else {
+            continue;
+        };
+        // The destination covers `cryptlen` = `unit` bytes.
+        let copied = o.out.copy_to_sg(k * unit, &req.dst_list());
         let mut err = 0;
         if copied != unit {
             // Only a destination shorter than the request says does this.
@@ -933,15 +787,11 @@ fn batch_done(ctx: usize, o: &Outcome<'_>) {
             iv.copy_from_slice(&b.aux[k * 16..k * 16 + 16]);
             let out_iv = match (mode, enc) {
                 (CBC, true) => {
-                    // SAFETY: reads back the last block just written to dst.
-                    unsafe { gaes_shim_sg_copy(info.dst, unit - 16, iv.as_mut_ptr(), 16, true) };
+                    // The last block just written to the destination.
+                    req.dst().read(unit - 16, &mut iv);
                     Some(iv)
                 }
-                (CBC, false) => {
-                    // SAFETY: the request context of a live request.
-                    let rc = unsafe { &*gaes_req_ctx(req) };
-                    Some(rc.next_iv)
-                }
+                (CBC, false) => Some(req.ctx().next_iv),
                 (CTR, _) => {
                     ctr_add(&mut iv, unit.div_ceil(16) as u64);
                     Some(iv)
@@ -949,26 +799,14 @@ fn batch_done(ctx: usize, o: &Outcome<'_>) {
                 _ => None,
             };
             if let Some(v) = out_iv {
-                // SAFETY: the request's IV buffer holds `ivsize` (16) bytes.
-                unsafe { core::ptr::copy_nonoverlapping(v.as_ptr(), info.iv, 16) };
+                if let Some(out) = req.iv() {
+                    *out = v;
+                }
             }
         }
-        complete(req, err);
+        req.complete(err);
     }
     release(ctx);
-}
-
-extern "C" {
-    fn gaes_shim_req_ctx(req: *mut c_void) -> *mut c_void;
-}
-
-/// The Rust part of a request's context.
-///
-/// # Safety
-/// `req` must be a live request of a gaes tfm.
-unsafe fn gaes_req_ctx(req: *mut c_void) -> *const ReqCtx {
-    // SAFETY: by the caller's contract.
-    unsafe { gaes_shim_req_ctx(req) }.cast::<ReqCtx>()
 }
 
 fn release(i: usize) {
@@ -983,13 +821,14 @@ fn release(i: usize) {
 
 fn to_cpu(i: usize) {
     SHARED.with(|s| s.redo |= 1 << i);
-    // SAFETY: queues the static work item on the gaes workqueue.
-    unsafe { gaes_shim_queue_work() };
+    // SAFETY: a batch exists only while the algorithms are registered (at
+    // unload no tfm, so no request or batch, is left).
+    unsafe { ffi::queue_work() };
 }
 
-/// The CPU redo: every request of every batch the helper did not answer.
-#[no_mangle]
-extern "C" fn gaes_rs_work() {
+/// The CPU redo (the work item): every request of every batch the helper
+/// did not answer.
+fn redo() {
     loop {
         let next = SHARED.with(|s| {
             if s.redo == 0 {
@@ -1004,49 +843,24 @@ extern "C" fn gaes_rs_work() {
         let b = unsafe { batch(p, i) };
         let (n, enc) = (b.n, b.enc);
         for k in 0..n {
-            let req = b.reqs[k];
-            let err = fallback(req, enc);
-            complete(req, err);
+            if let Some(mut req) = b.reqs[k].take() {
+                let err = req.fallback(enc);
+                req.complete(err);
+            }
         }
         inc(&STATS.cpu_redo, n as u64);
         release(i);
     }
 }
 
-#[no_mangle]
-extern "C" fn gaes_rs_reset_stats() {
-    let all = [
-        &STATS.requests,
-        &STATS.queued,
-        &STATS.gpu_reqs,
-        &STATS.gpu_bytes,
-        &STATS.cpu_nohelper,
-        &STATS.cpu_small,
-        &STATS.cpu_busy,
-        &STATS.cpu_other,
-        &STATS.cpu_policy,
-        &STATS.cpu_redo,
-        &STATS.batch_cpu,
-        &STATS.batches,
-        &STATS.flush_full,
-        &STATS.flush_timer,
-        &STATS.flush_nofit,
-        &STATS.submit_refused,
-        &STATS.helper_failed,
-        &STATS.lat_sum_ns,
-        &STATS.lat_max_ns,
-        &STATS.wait_sum_ns,
-    ];
-    for c in Iterator::chain(all.into_iter(), STATS.hist.iter()) {
-        c.store(0, Ordering::Relaxed);
-    }
+/// Zeroes the counters (debugfs `reset`).
+fn reset_stats() {
+    STATS.reset();
 }
 
-#[no_mangle]
-extern "C" fn gaes_rs_stats(buf: *mut c_char, len: usize) -> usize {
-    // SAFETY: the shim passes a kmalloc'ed buffer of `len` bytes private to
-    // this call.
-    let out = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+/// The debugfs file: the counters and the decisions, into `out`; returns
+/// the length written.
+fn write_stats(out: &mut [u8]) -> usize {
     let mut w = BufWriter::new(out);
     let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let batches = g(&STATS.batches);

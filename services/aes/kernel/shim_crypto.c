@@ -6,7 +6,7 @@
  * This file holds only what needs the C API: the four `skcipher_alg`
  * registrations and their entry points (which forward to Rust), the per-tfm
  * CPU fallback (the kernel's own synchronous implementation of the same
- * algorithm), request accessors and completion, scatterlist helpers, the
+ * algorithm), request accessors and completion, scatterlist tables, the
  * batch window timers, the CPU redo work item, a spinlock, the module
  * parameters and the debugfs counters file.
  */
@@ -113,7 +113,7 @@ module_param(gaes_max_batches, uint, 0644);
 MODULE_PARM_DESC(gaes_max_batches,
 		 "batches open or in flight at once (at most 16); beyond, requests run on the CPU");
 
-unsigned int gaes_shim_param(unsigned int which)
+unsigned int kgpu_gaes_shim_param(unsigned int which)
 {
 	switch (which) {
 	case GAES_P_WINDOW_US:
@@ -143,22 +143,22 @@ struct gaes_req_ctx {
 	struct skcipher_request fb; /* the fallback's request; its context follows */
 };
 
-/* What gaes.rs reads of a request. */
+/* What gaes's Rust side reads of a request (`RawInfo` in ffi.rs). */
 struct gaes_req_info {
 	struct scatterlist *src;
 	struct scatterlist *dst;
 	u8 *iv;
 	u32 len;
-	u32 flags;
+	u32 ivsize;
 };
 
-void gaes_shim_req_info(struct skcipher_request *req, struct gaes_req_info *info)
+void kgpu_gaes_shim_req_info(struct skcipher_request *req, struct gaes_req_info *info)
 {
 	info->src = req->src;
 	info->dst = req->dst;
 	info->iv = req->iv;
 	info->len = req->cryptlen;
-	info->flags = req->base.flags;
+	info->ivsize = crypto_skcipher_ivsize(crypto_skcipher_reqtfm(req));
 }
 
 /*
@@ -166,7 +166,7 @@ void gaes_shim_req_info(struct skcipher_request *req, struct gaes_req_info *info
  * allocated with CRYPTO_ALG_ASYNC masked); the fallback updates req->iv the
  * way the kernel's templates do. Any context.
  */
-int gaes_shim_fallback(struct skcipher_request *req, bool enc)
+int kgpu_gaes_shim_fallback(struct skcipher_request *req, bool enc)
 {
 	struct gaes_tfm_ctx *ctx = crypto_skcipher_ctx(crypto_skcipher_reqtfm(req));
 	struct gaes_req_ctx *rctx = skcipher_request_ctx(req);
@@ -182,7 +182,7 @@ int gaes_shim_fallback(struct skcipher_request *req, bool enc)
  * Completes a request that was answered -EINPROGRESS. Crypto completions run
  * with bottom halves off (as the crypto engine and the tasklet drivers do).
  */
-void gaes_shim_complete(struct skcipher_request *req, int err)
+void kgpu_gaes_shim_complete(struct skcipher_request *req, int err)
 {
 	if (!in_hardirq() && !irqs_disabled()) {
 		local_bh_disable();
@@ -195,7 +195,7 @@ void gaes_shim_complete(struct skcipher_request *req, int err)
 
 /* ---- scatterlists ------------------------------------------------------------ */
 
-struct scatterlist *gaes_shim_sg_alloc(unsigned int n)
+struct scatterlist *kgpu_gaes_shim_sg_alloc(unsigned int n)
 {
 	struct scatterlist *sg = kcalloc(n, sizeof(*sg), GFP_KERNEL);
 
@@ -204,19 +204,19 @@ struct scatterlist *gaes_shim_sg_alloc(unsigned int n)
 	return sg;
 }
 
-void gaes_shim_sg_free(struct scatterlist *sg)
+void kgpu_gaes_shim_sg_free(struct scatterlist *sg)
 {
 	kfree(sg);
 }
 
 /* Clears the table for a new batch (end mark on the last entry). */
-void gaes_shim_sg_reset(struct scatterlist *tbl, unsigned int cap)
+void kgpu_gaes_shim_sg_reset(struct scatterlist *tbl, unsigned int cap)
 {
 	sg_init_table(tbl, cap);
 }
 
 /* Entries needed to describe src[0..len), or UINT_MAX if src is shorter. */
-unsigned int gaes_shim_sg_count(struct scatterlist *src, unsigned int len)
+unsigned int kgpu_gaes_shim_sg_count(struct scatterlist *src, unsigned int len)
 {
 	unsigned int n = 0;
 
@@ -233,8 +233,8 @@ unsigned int gaes_shim_sg_count(struct scatterlist *src, unsigned int len)
  * Appends the entries describing src[0..len) to tbl[used..cap); returns the new
  * count, or -1 when they do not fit or src is shorter than len.
  */
-int gaes_shim_sg_append(struct scatterlist *tbl, unsigned int used, unsigned int cap,
-			struct scatterlist *src, unsigned int len)
+int kgpu_gaes_shim_sg_append(struct scatterlist *tbl, unsigned int used, unsigned int cap,
+			     struct scatterlist *src, unsigned int len)
 {
 	for (; src && len; src = sg_next(src)) {
 		unsigned int n = min(src->length, len);
@@ -250,34 +250,16 @@ int gaes_shim_sg_append(struct scatterlist *tbl, unsigned int used, unsigned int
 	return len ? -1 : (int)used;
 }
 
-void gaes_shim_sg_mark_end(struct scatterlist *tbl, unsigned int idx)
+void kgpu_gaes_shim_sg_mark_end(struct scatterlist *tbl, unsigned int idx)
 {
 	sg_mark_end(&tbl[idx]);
 }
 
-/* Copies between a scatterlist at skip and a buffer; returns the bytes copied. */
-size_t gaes_shim_sg_copy(struct scatterlist *sg, size_t skip, u8 *buf, size_t len, bool to_buf)
-{
-	if (to_buf)
-		return sg_pcopy_to_buffer(sg, sg_nents(sg), buf, len, skip);
-	return sg_pcopy_from_buffer(sg, sg_nents(sg), buf, len, skip);
-}
-
-/* ---- memory, lock, time ------------------------------------------------------ */
-
-void *gaes_shim_zalloc(size_t size)
-{
-	return kvzalloc(size, GFP_KERNEL);
-}
-
-void gaes_shim_free(void *p)
-{
-	kvfree(p);
-}
+/* ---- lock, time -------------------------------------------------------------- */
 
 static DEFINE_SPINLOCK(gaes_lock);
 
-unsigned long gaes_shim_lock(void)
+unsigned long kgpu_gaes_shim_lock(void)
 {
 	unsigned long flags;
 
@@ -285,12 +267,12 @@ unsigned long gaes_shim_lock(void)
 	return flags;
 }
 
-void gaes_shim_unlock(unsigned long flags)
+void kgpu_gaes_shim_unlock(unsigned long flags)
 {
 	spin_unlock_irqrestore(&gaes_lock, flags);
 }
 
-u64 gaes_shim_now_ns(void)
+u64 kgpu_gaes_shim_now_ns(void)
 {
 	return ktime_get_ns();
 }
@@ -300,19 +282,19 @@ u64 gaes_shim_now_ns(void)
 /* One window timer per batch of the pool (GAES_TIMERS, kgpu_shim.h). */
 static struct hrtimer gaes_timers[GAES_TIMERS];
 
-unsigned int gaes_shim_timer_count(void)
+unsigned int kgpu_gaes_shim_timer_count(void)
 {
 	return GAES_TIMERS;
 }
 
 static enum hrtimer_restart gaes_timer_fn(struct hrtimer *t)
 {
-	gaes_rs_timer(t - gaes_timers);
+	kgpu_gaes_rs_timer(t - gaes_timers);
 	return HRTIMER_NORESTART;
 }
 
 /* (Re)arms the window timer of a batch; it fires in softirq context. */
-void gaes_shim_timer_arm(unsigned int batch, unsigned int us)
+void kgpu_gaes_shim_timer_arm(unsigned int batch, unsigned int us)
 {
 	if (batch < GAES_TIMERS)
 		hrtimer_start(&gaes_timers[batch], ns_to_ktime((u64)max(us, 1u) * NSEC_PER_USEC),
@@ -323,12 +305,12 @@ static struct workqueue_struct *gaes_wq;
 
 static void gaes_work_fn(struct work_struct *w)
 {
-	gaes_rs_work();
+	kgpu_gaes_rs_work();
 }
 
 static DECLARE_WORK(gaes_work, gaes_work_fn);
 
-void gaes_shim_queue_work(void)
+void kgpu_gaes_shim_queue_work(void)
 {
 	queue_work(gaes_wq, &gaes_work);
 }
@@ -346,15 +328,14 @@ static int gaes_setkey(struct crypto_skcipher *tfm, const u8 *key, unsigned int 
 	err = crypto_skcipher_setkey(ctx->fallback, key, len);
 	if (err)
 		return err;
-	return gaes_rs_setkey(ctx->rs, key, len);
+	return kgpu_gaes_rs_setkey(ctx->rs, key, len);
 }
 
 static int gaes_crypt(struct skcipher_request *req, unsigned int mode, bool enc)
 {
 	struct gaes_tfm_ctx *ctx = crypto_skcipher_ctx(crypto_skcipher_reqtfm(req));
-	struct gaes_req_ctx *rctx = skcipher_request_ctx(req);
 
-	return gaes_rs_crypt(req, ctx->rs, rctx->rs, mode, enc);
+	return kgpu_gaes_rs_crypt(req, ctx->rs, mode, enc);
 }
 
 #define GAES_ENTRY(m, M)                                                    \
@@ -515,7 +496,7 @@ static char gaes_cpu_driver[4][2][CRYPTO_MAX_ALG_NAME];
  * uses. Returns MB/s (0: none or it failed) and records the driver's name.
  * Process context, before gaes registers (so neither is gaes).
  */
-u64 gaes_shim_time_cpu(unsigned int mode, bool best)
+u64 kgpu_gaes_shim_time_cpu(unsigned int mode, bool best)
 {
 	struct crypto_skcipher *tfm;
 	struct skcipher_request *req = NULL;
@@ -570,8 +551,8 @@ out:
 	return mbps;
 }
 
-/* The driver gaes_shim_time_cpu(@mode, @best) timed ("" if none). */
-const char *gaes_shim_cpu_driver(unsigned int mode, bool best)
+/* The driver kgpu_gaes_shim_time_cpu(@mode, @best) timed ("" if none). */
+const char *kgpu_gaes_shim_cpu_driver(unsigned int mode, bool best)
 {
 	return mode < ARRAY_SIZE(gaes_mode_names) ? gaes_cpu_driver[mode][best] : "";
 }
@@ -580,7 +561,7 @@ const char *gaes_shim_cpu_driver(unsigned int mode, bool best)
 
 static ssize_t gaes_stats_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
 {
-	return kgpu_shim_read_text(ubuf, count, ppos, gaes_rs_stats);
+	return kgpu_shim_read_text(ubuf, count, ppos, kgpu_gaes_rs_stats);
 }
 
 /*
@@ -597,7 +578,7 @@ static ssize_t gaes_stats_write(struct file *file, const char __user *ubuf, size
 	if (copy_from_user(cmd, ubuf, count))
 		return -EFAULT;
 	if (!strncmp(cmd, "reset", 5)) {
-		gaes_rs_reset_stats();
+		kgpu_gaes_rs_reset_stats();
 		return count;
 	}
 	if (!strncmp(cmd, "selftest", 8)) {
@@ -619,12 +600,12 @@ static struct dentry *gaes_debugfs;
 
 /* ---- registration ----------------------------------------------------------------- */
 
-int gaes_shim_register(void)
+int kgpu_gaes_shim_register(void)
 {
 	struct dentry *dir;
 	int i, ret;
 
-	if (gaes_rs_tfm_ctx_size() > GAES_RS_TFM || gaes_rs_req_ctx_size() > GAES_RS_REQ) {
+	if (kgpu_gaes_rs_tfm_ctx_size() > GAES_RS_TFM || kgpu_gaes_rs_req_ctx_size() > GAES_RS_REQ) {
 		pr_err("kgpu: gaes: context layout mismatch\n");
 		return -EINVAL;
 	}
@@ -665,7 +646,7 @@ int gaes_shim_register(void)
  * No tfm exists here (each holds a module reference), so no request is
  * pending; the timers may still be armed for batches no longer open.
  */
-void gaes_shim_unregister(void)
+void kgpu_gaes_shim_unregister(void)
 {
 	int i;
 
@@ -682,7 +663,7 @@ void gaes_shim_unregister(void)
 }
 
 /* The Rust part of a request's context. */
-void *gaes_shim_req_ctx(struct skcipher_request *req)
+void *kgpu_gaes_shim_req_ctx(struct skcipher_request *req)
 {
 	struct gaes_req_ctx *rctx = skcipher_request_ctx(req);
 

@@ -38,18 +38,22 @@
 //! be timed from the kernel on `echo bench > /sys/kernel/debug/kgpu/gpq`
 //! (shown, not used by the choice).
 
-use crate::api::{self, CallError, Job, Outcome, SgList, Src, SubmitError};
+use self::ffi::{BenchBufs, PerCpu, Stripe};
+use crate::api::{self, CallError, Job, Outcome, Src, SubmitError};
 use crate::kcommon::abi::service;
 use crate::kcommon::abi::Status;
 use crate::kservices::raid6 as r6p;
 use crate::policy::{self, Policy, Which};
 use crate::{BufWriter, Counter};
-use core::ffi::{c_char, c_int, c_long, c_uint, c_void, CStr};
+use core::ffi::c_int;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::alloc::{flags::GFP_KERNEL, KVec};
 use kernel::prelude::*;
 use kernel::time::Ktime;
+
+#[path = "ffi.rs"]
+mod ffi;
 
 /// Largest bytes per disk the helper path takes (`GPQ_MAX_UNIT` in kgpu_shim.h;
 /// `kgpu_gpq_shim_init` checks the two agree).
@@ -57,46 +61,6 @@ pub(crate) const MAX_UNIT: usize = 64 * 1024;
 /// Largest number of scatterlist entries (`GPQ_MAX_SG` in kgpu_shim.h, checked
 /// the same way).
 const MAX_SG: usize = 256;
-
-extern "C" {
-    fn kgpu_gpq_shim_init(max_unit: usize, max_sg: c_uint) -> c_int;
-    fn kgpu_gpq_shim_exit();
-    fn kgpu_gpq_param_enable() -> bool;
-    fn kgpu_gpq_param_threshold() -> c_long;
-    fn kgpu_gpq_param_spin_us() -> c_uint;
-    fn kgpu_gpq_param_verify() -> bool;
-    fn kgpu_gpq_param_wake_us() -> c_uint;
-    fn kgpu_gpq_install() -> c_int;
-    fn kgpu_gpq_restore();
-    fn kgpu_gpq_has_xor() -> bool;
-    fn kgpu_gpq_saved_name() -> *const c_char;
-    fn kgpu_gpq_current_name() -> *const c_char;
-    fn kgpu_gpq_cpu_gen(disks: c_int, bytes: usize, ptrs: *mut *mut c_void);
-    fn kgpu_gpq_cpu_xor(
-        disks: c_int,
-        start: c_int,
-        stop: c_int,
-        bytes: usize,
-        ptrs: *mut *mut c_void,
-    );
-    fn kgpu_gpq_may_spin() -> bool;
-    fn kgpu_gpq_max_spinners() -> c_uint;
-    fn kgpu_gpq_pcpu_begin(sg: *mut *mut c_void, bounce: *mut *mut u8) -> bool;
-    fn kgpu_gpq_pcpu_end();
-    fn kgpu_gpq_sg_build(
-        sg: *mut c_void,
-        ptrs: *mut *mut c_void,
-        start: c_int,
-        stop: c_int,
-        lead_zero: c_uint,
-        trail_zero: c_uint,
-        bytes: usize,
-    ) -> c_uint;
-    fn kgpu_gpq_sync();
-    fn kgpu_gpq_bench_alloc(disks: c_int, bytes: usize) -> *mut *mut c_void;
-    fn kgpu_gpq_bench_free(ptrs: *mut *mut c_void, disks: c_int);
-    fn kgpu_gpq_cond_resched();
-}
 
 // ---- state and counters -------------------------------------------------------
 
@@ -196,8 +160,7 @@ fn threshold() -> (u64, ThresholdFrom) {
     if pol == Policy::Cpu {
         return (u64::MAX, ThresholdFrom::PolicyCpu);
     }
-    // SAFETY: reads an integer parameter.
-    let p = unsafe { kgpu_gpq_param_threshold() };
+    let p = ffi::param_threshold();
     if p >= 0 {
         (p as u64, ThresholdFrom::Param)
     } else if pol == Policy::Gpu {
@@ -205,12 +168,6 @@ fn threshold() -> (u64, ThresholdFrom) {
     } else {
         (DECIDED.load(Ordering::Relaxed), ThresholdFrom::Decided)
     }
-}
-
-fn name(p: *const c_char) -> &'static str {
-    // SAFETY: the shim returns static NUL-terminated names (raid6 algorithm
-    // names are string literals of the raid6 library or of shim_raid6.c).
-    unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("?")
 }
 
 /// gpq calls waiting for the helper's answer right now (spinning, with
@@ -227,8 +184,7 @@ struct Spinner;
 
 impl Spinner {
     fn enter() -> Option<Self> {
-        // SAFETY: reads a parameter and the online CPU count.
-        let max = unsafe { kgpu_gpq_max_spinners() };
+        let max = ffi::max_spinners();
         let mut n = SPINNERS.load(Ordering::Relaxed);
         loop {
             if n >= max {
@@ -270,33 +226,6 @@ impl Drop for Inside {
 
 // ---- the helper path --------------------------------------------------------------
 
-/// This CPU's scatterlist and output buffer, with preemption off while held.
-struct PerCpu {
-    sg: *mut c_void,
-    bounce: *mut u8,
-}
-
-impl PerCpu {
-    /// None when this CPU's buffers are already in use (re-entry).
-    fn take() -> Option<Self> {
-        let mut sg = core::ptr::null_mut();
-        let mut bounce = core::ptr::null_mut();
-        // SAFETY: both out-pointers are valid locals.
-        if unsafe { kgpu_gpq_pcpu_begin(&mut sg, &mut bounce) } {
-            Some(PerCpu { sg, bounce })
-        } else {
-            None
-        }
-    }
-}
-
-impl Drop for PerCpu {
-    fn drop(&mut self) {
-        // SAFETY: pairs with the successful `kgpu_gpq_pcpu_begin` of `take`.
-        unsafe { kgpu_gpq_pcpu_end() }
-    }
-}
-
 /// Why the helper path did not produce the answer.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Miss {
@@ -322,19 +251,10 @@ enum Work {
     Xor { start: usize, stop: usize },
 }
 
-/// Runs one call through the helper; on success P and Q in `ptrs` hold the
-/// answer. `ptrs` has `disks` entries, the last two P and Q.
-///
-/// # Safety
-/// `ptrs` must be a `raid6_calls` pointer array: `disks` valid pointers to
-/// blocks of `bytes` bytes, P and Q writable and distinct from the others.
-unsafe fn helper_call(
-    disks: usize,
-    bytes: usize,
-    ptrs: *mut *mut c_void,
-    w: Work,
-    wake_ns: i64,
-) -> Result<(), Miss> {
+/// Runs one call through the helper; on success P and Q of `s` hold the
+/// answer.
+fn helper_call(s: &mut Stripe<'_>, w: Work, wake_ns: i64) -> Result<(), Miss> {
+    let (disks, bytes) = (s.disks() as usize, s.bytes());
     let ndata = disks - 2;
     // The data disks sent, zero blocks around the caller's.
     let (start, stop, sent) = match w {
@@ -355,26 +275,10 @@ unsafe fn helper_call(
             return Err(Miss::Asleep);
         }
     }
-    let pc = PerCpu::take().ok_or(Miss::Failed)?;
-    // SAFETY: the scatterlist has MAX_SG entries (checked above) and is this
-    // CPU's, held by `pc`; `ptrs[start..=stop]` are valid by the contract.
-    let n = unsafe {
-        kgpu_gpq_sg_build(
-            pc.sg,
-            ptrs,
-            start as c_int,
-            stop as c_int,
-            lead as c_uint,
-            trail as c_uint,
-            bytes,
-        )
-    };
-    if n == 0 {
-        return Err(Miss::Layout);
-    }
-    // SAFETY: the list describes `sent * bytes` bytes of live kernel memory
-    // (the caller's blocks and the zero block), read-only here, for the call.
-    let input = unsafe { SgList::new(pc.sg, 0, sent * bytes) };
+    let mut pc = PerCpu::take().ok_or(Miss::Failed)?;
+    // The list describes the `sent * bytes` bytes sent (the caller's blocks
+    // and the zero block); `out` is this CPU's buffer for P and Q.
+    let (input, out) = pc.build(s, start, stop, lead, trail).ok_or(Miss::Layout)?;
     let job = Job {
         service: service::RAID6,
         op: r6p::op::GEN_SYNDROME,
@@ -388,11 +292,7 @@ unsafe fn helper_call(
         count: (sent + 2) as u32,
         params: r6p::Raid6Params::NONE.to_bytes(),
     };
-    // SAFETY: the bounce buffer holds 2 * MAX_UNIT bytes, is this CPU's and
-    // held by `pc`; bytes <= MAX_UNIT (the scatterlist build checked it).
-    let out = unsafe { core::slice::from_raw_parts_mut(pc.bounce, 2 * bytes) };
-    // SAFETY: reads an integer parameter.
-    let spin = unsafe { kgpu_gpq_param_spin_us() }.max(1);
+    let spin = ffi::param_spin_us().max(1);
     if awake {
         match api::call_nosleep(&job, out, spin) {
             Ok(len) if len == 2 * bytes => {}
@@ -413,26 +313,18 @@ unsafe fn helper_call(
     } else {
         waking_call(&job, out, wake_ns + i64::from(spin) * 1000)?;
     }
-    // SAFETY: P and Q are the caller's writable blocks of `bytes` bytes
-    // (contract), distinct from each other and from the bounce buffer.
-    let (p, q) = unsafe {
-        (
-            core::slice::from_raw_parts_mut(*ptrs.add(disks - 2) as *mut u8, bytes),
-            core::slice::from_raw_parts_mut(*ptrs.add(disks - 1) as *mut u8, bytes),
-        )
-    };
     let (hp, hq) = out.split_at_mut(bytes);
-    // SAFETY: reads a boolean parameter.
-    let verify = unsafe { kgpu_gpq_param_verify() };
+    let verify = ffi::param_verify();
     match w {
         Work::Gen => {
             if verify {
-                // SAFETY: the caller's array, as the contract requires.
-                unsafe { kgpu_gpq_cpu_gen(disks as c_int, bytes, ptrs) };
+                s.cpu_gen();
+                let (p, q) = s.pq().ok_or(Miss::Layout)?;
                 if hp[..] != p[..] || hq[..] != q[..] {
                     STATS.verify_mismatch.add(1);
                 }
             } else {
+                let (p, q) = s.pq().ok_or(Miss::Layout)?;
                 p.copy_from_slice(hp);
                 q.copy_from_slice(hq);
             }
@@ -440,16 +332,16 @@ unsafe fn helper_call(
         Work::Xor { start, stop } => {
             if verify {
                 // The helper's new P/Q in the bounce buffer, the CPU's in place.
+                let (p, q) = s.pq().ok_or(Miss::Layout)?;
                 xor_into(hp, p);
                 xor_into(hq, q);
-                // SAFETY: the caller's array, as the contract requires.
-                unsafe {
-                    kgpu_gpq_cpu_xor(disks as c_int, start as c_int, stop as c_int, bytes, ptrs)
-                };
+                s.cpu_xor(start as c_int, stop as c_int);
+                let (p, q) = s.pq().ok_or(Miss::Layout)?;
                 if hp[..] != p[..] || hq[..] != q[..] {
                     STATS.verify_mismatch.add(1);
                 }
             } else {
+                let (p, q) = s.pq().ok_or(Miss::Layout)?;
                 xor_into(p, hp);
                 xor_into(q, hq);
             }
@@ -551,21 +443,18 @@ fn xor_into(dst: &mut [u8], src: &[u8]) {
 }
 
 /// The policy; true when the helper computed P and Q.
-///
-/// # Safety
-/// As [`helper_call`].
-unsafe fn try_helper(disks: c_int, bytes: usize, ptrs: *mut *mut c_void, w: Work) -> bool {
+fn try_helper(s: &mut Stripe<'_>, w: Work) -> bool {
+    let (disks, bytes) = (s.disks(), s.bytes());
     let layout_ok = (r6p::MIN_DISKS as c_int..=r6p::MAX_DISKS as c_int).contains(&disks)
         && bytes != 0
         && bytes % r6p::UNIT_ALIGN as usize == 0
         && bytes <= MAX_UNIT
-        && !ptrs.is_null();
+        && s.has_ptrs();
     if !layout_ok {
         STATS.cpu_layout.add(1);
         return false;
     }
-    // SAFETY: no preconditions.
-    if !unsafe { kgpu_gpq_may_spin() } {
+    if !ffi::may_spin() {
         STATS.cpu_context.add(1);
         return false;
     }
@@ -582,10 +471,8 @@ unsafe fn try_helper(disks: c_int, bytes: usize, ptrs: *mut *mut c_void, w: Work
         STATS.cpu_spinners.add(1);
         return false;
     };
-    // SAFETY: reads an integer parameter.
-    let wake_ns = i64::from(unsafe { kgpu_gpq_param_wake_us() }) * 1000;
-    // SAFETY: forwarded contract.
-    match unsafe { helper_call(disks as usize, bytes, ptrs, w, wake_ns) } {
+    let wake_ns = i64::from(ffi::param_wake_us()) * 1000;
+    match helper_call(s, w, wake_ns) {
         Ok(()) => {
             STATS.gpu.add(1);
             if matches!(w, Work::Xor { .. }) {
@@ -610,71 +497,34 @@ unsafe fn try_helper(disks: c_int, bytes: usize, ptrs: *mut *mut c_void, w: Work
 
 // ---- entry points of the raid6_calls (shim_raid6.c) -------------------------------
 
-#[no_mangle]
-extern "C" fn kgpu_gpq_rs_gen(disks: c_int, bytes: usize, ptrs: *mut *mut c_void) {
+/// `gen_syndrome`.
+fn gen_syndrome(mut s: Stripe<'_>) {
     let _inside = Inside::enter();
     STATS.gen_calls.add(1);
-    // SAFETY: md, async_tx, btrfs and lib/raid6 call gen_syndrome with a
-    // valid pointer array of `disks` blocks of `bytes` bytes, P and Q last.
-    if !unsafe { try_helper(disks, bytes, ptrs, Work::Gen) } {
-        // SAFETY: the same array, for the saved algorithm.
-        unsafe { kgpu_gpq_cpu_gen(disks, bytes, ptrs) };
+    if !try_helper(&mut s, Work::Gen) {
+        s.cpu_gen();
     }
 }
 
-#[no_mangle]
-extern "C" fn kgpu_gpq_rs_xor(
-    disks: c_int,
-    start: c_int,
-    stop: c_int,
-    bytes: usize,
-    ptrs: *mut *mut c_void,
-) {
+/// `xor_syndrome` (installed only over an algorithm that has one).
+fn xor_syndrome(mut s: Stripe<'_>, start: c_int, stop: c_int) {
     let _inside = Inside::enter();
     STATS.xor_calls.add(1);
-    let range_ok = 0 <= start && start <= stop && stop < disks - 2;
+    let range_ok = 0 <= start && start <= stop && stop < s.disks() - 2;
     let w = Work::Xor {
         start: start.max(0) as usize,
         stop: stop.max(0) as usize,
     };
-    // SAFETY: as for gen_syndrome; `start..=stop` are data disks (checked).
-    if !range_ok || !unsafe { try_helper(disks, bytes, ptrs, w) } {
+    // `start..=stop` are data disks (checked) for the helper path.
+    if !range_ok || !try_helper(&mut s, w) {
         if !range_ok {
             STATS.cpu_layout.add(1);
         }
-        // SAFETY: the caller's array, for the saved algorithm (it exists:
-        // gpq's xor_syndrome is only installed over one).
-        unsafe { kgpu_gpq_cpu_xor(disks, start, stop, bytes, ptrs) };
+        s.cpu_xor(start, stop);
     }
 }
 
 // ---- measurement --------------------------------------------------------------------
-
-/// Bench buffers: `disks` random blocks.
-struct BenchBufs {
-    ptrs: *mut *mut c_void,
-    disks: usize,
-}
-
-impl BenchBufs {
-    fn new(disks: usize, bytes: usize) -> Option<Self> {
-        // SAFETY: sizes are checked by the shim; process context.
-        let ptrs = unsafe { kgpu_gpq_bench_alloc(disks as c_int, bytes) };
-        (!ptrs.is_null()).then_some(BenchBufs { ptrs, disks })
-    }
-
-    fn block(&self, i: usize, bytes: usize) -> &[u8] {
-        // SAFETY: `i < disks` blocks of `bytes` bytes, alive with `self`.
-        unsafe { core::slice::from_raw_parts(*self.ptrs.add(i) as *const u8, bytes) }
-    }
-}
-
-impl Drop for BenchBufs {
-    fn drop(&mut self) {
-        // SAFETY: allocated by `kgpu_gpq_bench_alloc` with this count.
-        unsafe { kgpu_gpq_bench_free(self.ptrs, self.disks as c_int) }
-    }
-}
 
 /// How long each size is timed.
 const BENCH_NS: i64 = 4_000_000;
@@ -689,21 +539,20 @@ fn mbs(data_bytes: u64, iters: u64, ns: i64) -> u64 {
 /// Times the saved CPU algorithm at every size.
 fn measure_cpu() {
     for (i, &(disks, bytes)) in SIZES.iter().enumerate() {
-        let Some(b) = BenchBufs::new(disks as usize, bytes) else {
+        let Some(mut b) = BenchBufs::new(disks as usize, bytes) else {
             continue;
         };
         let start = now_ns();
         let mut iters = 0u64;
         while iters < 4 || now_ns() - start < BENCH_NS {
-            // SAFETY: the bench array of `disks` blocks of `bytes` bytes.
-            unsafe { kgpu_gpq_cpu_gen(disks as c_int, bytes, b.ptrs) };
+            b.stripe().cpu_gen();
             iters += 1;
         }
         let v = mbs((disks as u64 - 2) * bytes as u64, iters, now_ns() - start);
         CPU_MBS[i].store(v, Ordering::Relaxed);
         pr_info!(
             "gpq: {:<8} gen() {:5} MB/s ({}x{})\n",
-            name(unsafe_saved_name()),
+            ffi::saved_name(),
             v,
             disks,
             bytes
@@ -711,17 +560,11 @@ fn measure_cpu() {
     }
 }
 
-fn unsafe_saved_name() -> *const c_char {
-    // SAFETY: no preconditions.
-    unsafe { kgpu_gpq_saved_name() }
-}
-
 /// One helper call for the measurement, retried while the helper wakes up.
-fn bench_helper_call(b: &BenchBufs, disks: usize, bytes: usize) -> Result<(), Miss> {
+fn bench_helper_call(b: &mut BenchBufs) -> Result<(), Miss> {
     let mut tries = 0;
     loop {
-        // SAFETY: the bench array: `disks` blocks of `bytes` bytes.
-        match unsafe { helper_call(disks, bytes, b.ptrs, Work::Gen, 20_000_000) } {
+        match helper_call(&mut b.stripe(), Work::Gen, 20_000_000) {
             Err(Miss::Failed | Miss::Asleep | Miss::Busy) if tries < 50 => {
                 // Busy, or slow to wake: give it a moment.
                 tries += 1;
@@ -739,12 +582,12 @@ fn measure_helper() -> bool {
     for (i, &(disks, bytes)) in SIZES.iter().enumerate() {
         HELPER_MBS[i].store(0, Ordering::Relaxed);
         let (disks, bu) = (disks as usize, bytes);
-        let Some(b) = BenchBufs::new(disks, bu) else {
+        let Some(mut b) = BenchBufs::new(disks, bu) else {
             ok_all = false;
             continue;
         };
         // Correctness first: the helper's P/Q against the CPU's.
-        let first = bench_helper_call(&b, disks, bu);
+        let first = bench_helper_call(&mut b);
         if let Err(m) = first {
             pr_info!("gpq: helper   gen() {:?} ({}x{})\n", m, disks, bu);
         }
@@ -752,17 +595,16 @@ fn measure_helper() -> bool {
         if good {
             let mut pq = KVec::new();
             if pq
-                .extend_from_slice(b.block(disks - 2, bu), GFP_KERNEL)
+                .extend_from_slice(b.block(disks - 2), GFP_KERNEL)
                 .is_err()
                 || pq
-                    .extend_from_slice(b.block(disks - 1, bu), GFP_KERNEL)
+                    .extend_from_slice(b.block(disks - 1), GFP_KERNEL)
                     .is_err()
             {
                 good = false;
             } else {
-                // SAFETY: the bench array.
-                unsafe { kgpu_gpq_cpu_gen(disks as c_int, bu, b.ptrs) };
-                good = pq[..bu] == *b.block(disks - 2, bu) && pq[bu..] == *b.block(disks - 1, bu);
+                b.stripe().cpu_gen();
+                good = pq[..bu] == *b.block(disks - 2) && pq[bu..] == *b.block(disks - 1);
                 if !good {
                     pr_warn!(
                         "gpq: the helper's P/Q differ from the CPU's ({}x{})\n",
@@ -775,13 +617,12 @@ fn measure_helper() -> bool {
         let mut iters = 0u64;
         let start = now_ns();
         while good && (iters < 4 || now_ns() - start < BENCH_NS) && iters < 100_000 {
-            if bench_helper_call(&b, disks, bu).is_err() {
+            if bench_helper_call(&mut b).is_err() {
                 good = false;
                 break;
             }
             iters += 1;
-            // SAFETY: process context.
-            unsafe { kgpu_gpq_cond_resched() };
+            ffi::cond_resched();
         }
         let elapsed = now_ns() - start;
         if !good {
@@ -831,7 +672,7 @@ pub(crate) fn decide() {
             ": at {}x{} cpu {} {} MB/s/core = {} s/GB vs ",
             disks,
             bytes,
-            name(unsafe_saved_name()),
+            ffi::saved_name(),
             i.cpu_mbps,
             policy::SecPerGb::of_mbps(i.cpu_mbps)
         );
@@ -860,11 +701,8 @@ fn inputs() -> crate::kcommon::cost::Inputs {
 
 // ---- debugfs ------------------------------------------------------------------------
 
-#[no_mangle]
-extern "C" fn kgpu_gpq_rs_show(buf: *mut c_char, len: usize) -> usize {
-    // SAFETY: the shim passes a kmalloc'ed buffer of `len` bytes private to
-    // this call.
-    let out = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+/// The debugfs file, into `out`; returns the length written.
+fn show(out: &mut [u8]) -> usize {
     let mut w = BufWriter::new(out);
     write_stats(&mut w);
     w.len
@@ -873,11 +711,10 @@ extern "C" fn kgpu_gpq_rs_show(buf: *mut c_char, len: usize) -> usize {
 fn write_stats(w: &mut BufWriter<'_>) {
     let (t, from) = threshold();
     let s = &STATS;
-    // SAFETY: no preconditions.
-    let cur = name(unsafe { kgpu_gpq_current_name() });
+    let cur = ffi::current_name();
     let _ = writeln!(w, "installed: {}", INSTALLED.load(Ordering::Acquire) as u32);
     let _ = writeln!(w, "raid6_call: {}", cur);
-    let _ = writeln!(w, "cpu_algorithm: {}", name(unsafe_saved_name()));
+    let _ = writeln!(w, "cpu_algorithm: {}", ffi::saved_name());
     let _ = writeln!(w, "policy: {}", policy::policy(Which::Gpq).name());
     if t == u64::MAX {
         let _ = writeln!(w, "threshold: none ({})", from.name());
@@ -930,27 +767,24 @@ fn write_stats(w: &mut BufWriter<'_>) {
     let _ = writeln!(w, "cpu_asleep: {}", s.cpu_asleep.get());
     let _ = writeln!(w, "cpu_busy: {}", s.cpu_busy.get());
     let _ = writeln!(w, "cpu_spinners: {}", s.cpu_spinners.get());
-    // SAFETY: reads a parameter and the online CPU count.
-    let _ = writeln!(w, "spinners_max: {}", unsafe { kgpu_gpq_max_spinners() });
+    let _ = writeln!(w, "spinners_max: {}", ffi::max_spinners());
     let _ = writeln!(w, "spinners_peak: {}", SPINNERS_PEAK.load(Ordering::Relaxed));
     let _ = writeln!(w, "cpu_fallback: {}", s.cpu_fallback.get());
     let _ = writeln!(w, "timeout: {}", s.timeout.get());
     let _ = writeln!(w, "verify_mismatch: {}", s.verify_mismatch.get());
 }
 
-/// `bench`: measure the helper path now (process context, sleeps).
-#[no_mangle]
-extern "C" fn kgpu_gpq_rs_command(cmd: *const c_char, len: usize) -> c_long {
-    // SAFETY: the shim passes its NUL-terminated copy of `len` bytes.
-    let cmd = unsafe { core::slice::from_raw_parts(cmd.cast::<u8>(), len) };
+/// A command written to the debugfs file. `bench`: measure the helper path
+/// now (process context, sleeps).
+fn command(cmd: &[u8]) -> Result {
     let cmd = core::str::from_utf8(cmd).unwrap_or("").trim();
     match cmd {
         "bench" => {
             if !INSTALLED.load(Ordering::Acquire) {
-                return EINVAL.to_errno() as c_long;
+                return Err(EINVAL);
             }
             if !api::attached() {
-                return ENODEV.to_errno() as c_long;
+                return Err(ENODEV);
             }
             if MEASURE
                 .compare_exchange(
@@ -969,17 +803,17 @@ extern "C" fn kgpu_gpq_rs_command(cmd: *const c_char, len: usize) -> c_long {
                     )
                     .is_err()
             {
-                return EBUSY.to_errno() as c_long;
+                return Err(EBUSY);
             }
             let ok = measure_helper();
             MEASURE.store(MEASURE_DONE, Ordering::Release);
             if ok {
-                0
+                Ok(())
             } else {
-                EIO.to_errno() as c_long
+                Err(EIO)
             }
         }
-        _ => EINVAL.to_errno() as c_long,
+        _ => Err(EINVAL),
     }
 }
 
@@ -988,30 +822,25 @@ extern "C" fn kgpu_gpq_rs_command(cmd: *const c_char, len: usize) -> c_long {
 /// At module load, after the core shim: buffers, the debugfs file, the CPU
 /// measurement and (with `gpq_enable`) the installation.
 pub(crate) fn init() -> Result {
-    // SAFETY: called once at load, in process context.
-    let r = unsafe { kgpu_gpq_shim_init(MAX_UNIT, MAX_SG as c_uint) };
-    if r != 0 {
-        return Err(Error::from_errno(r));
-    }
-    // SAFETY: reads a boolean parameter.
-    if !unsafe { kgpu_gpq_param_enable() } {
+    // SAFETY: once, at load (process context), before `install`.
+    unsafe { ffi::shim_init() }?;
+    if !ffi::param_enable() {
         pr_info!("gpq: not installed (gpq_enable=0)\n");
         return Ok(());
     }
-    // SAFETY: process context at load; nothing else installs gpq.
-    let r = unsafe { kgpu_gpq_install() };
-    if r != 0 {
+    // SAFETY: not installed (once, at load); nothing else installs or
+    // restores gpq.
+    if let Err(r) = unsafe { ffi::install() } {
         pr_warn!("gpq: not installed (raid6_call unavailable: {})\n", r);
         return Ok(());
     }
     INSTALLED.store(true, Ordering::Release);
     // Times the saved algorithm (now in place, called directly).
     measure_cpu();
-    // SAFETY: no preconditions.
-    let xor = unsafe { kgpu_gpq_has_xor() };
+    let xor = ffi::has_xor();
     pr_info!(
         "gpq: installed as raid6_call (CPU algorithm {}, xor_syndrome {})\n",
-        name(unsafe_saved_name()),
+        ffi::saved_name(),
         if xor {
             "yes"
         } else {
@@ -1032,8 +861,8 @@ pub(crate) fn init() -> Result {
 /// gpq, then free the buffers.
 pub(crate) fn exit() {
     if INSTALLED.swap(false, Ordering::AcqRel) {
-        // SAFETY: gpq was installed by `init`; process context.
-        unsafe { kgpu_gpq_restore() };
+        // SAFETY: installed by `init`; nothing else installs or restores gpq.
+        unsafe { ffi::restore() };
         let mut waited_ms = 0u32;
         while ACTIVE.load(Ordering::Acquire) != 0 {
             crate::shim::msleep(1);
@@ -1047,19 +876,19 @@ pub(crate) fn exit() {
         }
         // A caller past the counter's decrement is still returning through
         // gpq's code: one more grace period.
-        // SAFETY: process context.
-        unsafe { kgpu_gpq_sync() };
+        ffi::sync();
         pr_info!(
             "gpq: raid6_call restored to {} (gpu {}, cpu_threshold {}, cpu_fallback {}, timeout {})\n",
-            name(unsafe_saved_name()),
+            ffi::saved_name(),
             STATS.gpu.get(),
             STATS.cpu_threshold.get(),
             STATS.cpu_fallback.get(),
             STATS.timeout.get()
         );
     }
-    // SAFETY: nothing can enter gpq any more; called once.
-    unsafe { kgpu_gpq_shim_exit() };
+    // SAFETY: nothing can enter gpq any more (never installed, or restored
+    // with every call gone); once, after `init` succeeded.
+    unsafe { ffi::shim_exit() };
 }
 
 /// gpq in the module's service table: the raid6 algorithm at load, a

@@ -60,11 +60,11 @@ module_param(gpq_max_spinners, uint, 0644);
 MODULE_PARM_DESC(gpq_max_spinners,
 		 "Most gpq calls waiting for the helper at once; the others compute on the CPU at once (0, the default, and at most: the online CPUs less one)");
 
-bool kgpu_gpq_param_enable(void) { return READ_ONCE(gpq_enable); }
-long kgpu_gpq_param_threshold(void) { return READ_ONCE(gpq_threshold); }
-unsigned int kgpu_gpq_param_spin_us(void) { return READ_ONCE(gpq_spin_us); }
-bool kgpu_gpq_param_verify(void) { return READ_ONCE(gpq_verify); }
-unsigned int kgpu_gpq_param_wake_us(void) { return READ_ONCE(gpq_wake_us); }
+bool kgpu_gpq_shim_param_enable(void) { return READ_ONCE(gpq_enable); }
+long kgpu_gpq_shim_param_threshold(void) { return READ_ONCE(gpq_threshold); }
+unsigned int kgpu_gpq_shim_param_spin_us(void) { return READ_ONCE(gpq_spin_us); }
+bool kgpu_gpq_shim_param_verify(void) { return READ_ONCE(gpq_verify); }
+unsigned int kgpu_gpq_shim_param_wake_us(void) { return READ_ONCE(gpq_wake_us); }
 
 /* ---- the raid6_calls instance ---------------------------------------------- */
 
@@ -93,7 +93,7 @@ static const char gpq_name[] = "gpq";
  * created while an xor_syndrome exists, and async_pq BUG()s if it later
  * disappears (restoring an algorithm without one).
  */
-int kgpu_gpq_install(void)
+int kgpu_gpq_shim_install(void)
 {
 	if (READ_ONCE(raid6_call.gen_syndrome) == gpq_gen_syndrome)
 		return -EBUSY;
@@ -120,16 +120,16 @@ int kgpu_gpq_install(void)
  * callers preempted in between. The caller then waits for gpq's own count
  * of calls inside to reach zero.
  */
-void kgpu_gpq_restore(void)
+void kgpu_gpq_shim_restore(void)
 {
 	WRITE_ONCE(raid6_call.gen_syndrome, gpq_saved.gen_syndrome);
 	WRITE_ONCE(raid6_call.xor_syndrome, gpq_saved.xor_syndrome);
 	WRITE_ONCE(raid6_call.valid, gpq_saved.valid);
 	WRITE_ONCE(raid6_call.name, gpq_saved.name);
-	kgpu_gpq_sync();
+	kgpu_gpq_shim_sync();
 }
 
-void kgpu_gpq_sync(void)
+void kgpu_gpq_shim_sync(void)
 {
 	synchronize_rcu();
 #ifdef CONFIG_TASKS_RCU
@@ -137,17 +137,17 @@ void kgpu_gpq_sync(void)
 #endif
 }
 
-bool kgpu_gpq_has_xor(void)
+bool kgpu_gpq_shim_has_xor(void)
 {
 	return gpq_saved.xor_syndrome != NULL;
 }
 
-const char *kgpu_gpq_saved_name(void)
+const char *kgpu_gpq_shim_saved_name(void)
 {
 	return gpq_saved.name ? gpq_saved.name : "none";
 }
 
-const char *kgpu_gpq_current_name(void)
+const char *kgpu_gpq_shim_current_name(void)
 {
 	const char *n = READ_ONCE(raid6_call.name);
 
@@ -158,7 +158,7 @@ const char *kgpu_gpq_current_name(void)
  * The CPU algorithm: the saved one while gpq is (or was) installed, else
  * raid6_call itself (which is then not gpq).
  */
-void kgpu_gpq_cpu_gen(int disks, size_t bytes, void **ptrs)
+void kgpu_gpq_shim_cpu_gen(int disks, size_t bytes, void **ptrs)
 {
 	if (gpq_saved.gen_syndrome)
 		gpq_saved.gen_syndrome(disks, bytes, ptrs);
@@ -166,7 +166,7 @@ void kgpu_gpq_cpu_gen(int disks, size_t bytes, void **ptrs)
 		raid6_call.gen_syndrome(disks, bytes, ptrs);
 }
 
-void kgpu_gpq_cpu_xor(int disks, int start, int stop, size_t bytes, void **ptrs)
+void kgpu_gpq_shim_cpu_xor(int disks, int start, int stop, size_t bytes, void **ptrs)
 {
 	if (gpq_saved.xor_syndrome)
 		gpq_saved.xor_syndrome(disks, start, stop, bytes, ptrs);
@@ -181,13 +181,13 @@ void kgpu_gpq_cpu_xor(int disks, int start, int stop, size_t bytes, void **ptrs)
  * online, since the helper cannot run on this one while it spins with
  * preemption off.
  */
-bool kgpu_gpq_may_spin(void)
+bool kgpu_gpq_shim_may_spin(void)
 {
 	return !in_interrupt() && !irqs_disabled() && num_online_cpus() > 1;
 }
 
 /* gpq_max_spinners, never more than leaves one CPU free. */
-unsigned int kgpu_gpq_max_spinners(void)
+unsigned int kgpu_gpq_shim_max_spinners(void)
 {
 	unsigned int cpus = num_online_cpus(), cap = cpus > 1 ? cpus - 1 : 0;
 	unsigned int p = READ_ONCE(gpq_max_spinners);
@@ -195,17 +195,17 @@ unsigned int kgpu_gpq_max_spinners(void)
 	return p && p < cap ? p : cap;
 }
 
-void kgpu_gpq_preempt_disable(void)
+void kgpu_gpq_shim_preempt_disable(void)
 {
 	preempt_disable();
 }
 
-void kgpu_gpq_preempt_enable(void)
+void kgpu_gpq_shim_preempt_enable(void)
 {
 	preempt_enable();
 }
 
-void kgpu_gpq_cond_resched(void)
+void kgpu_gpq_shim_cond_resched(void)
 {
 	cond_resched();
 }
@@ -227,7 +227,7 @@ static u8 *gpq_zero;
  * when a gpq call of this CPU already holds them (a completion callback run
  * while spinning that called into raid6 again).
  */
-bool kgpu_gpq_pcpu_begin(struct scatterlist **sg, u8 **bounce)
+bool kgpu_gpq_shim_pcpu_begin(struct scatterlist **sg, u8 **bounce)
 {
 	struct gpq_pcpu *pc;
 
@@ -246,7 +246,7 @@ no:
 	return false;
 }
 
-void kgpu_gpq_pcpu_end(void)
+void kgpu_gpq_shim_pcpu_end(void)
 {
 	gpq_pcpu[smp_processor_id()]->busy = false;
 	preempt_enable();
@@ -258,8 +258,8 @@ void kgpu_gpq_pcpu_end(void)
  * entries, or 0 when they do not fit, `bytes` exceeds GPQ_MAX_UNIT, or a
  * block is not in the linear map (a scatterlist needs its page).
  */
-unsigned int kgpu_gpq_sg_build(struct scatterlist *sg, void **ptrs, int start, int stop,
-			       unsigned int lead_zero, unsigned int trail_zero, size_t bytes)
+unsigned int kgpu_gpq_shim_sg_build(struct scatterlist *sg, void **ptrs, int start, int stop,
+				    unsigned int lead_zero, unsigned int trail_zero, size_t bytes)
 {
 	unsigned int n, k = 0;
 	int i;
@@ -283,7 +283,7 @@ unsigned int kgpu_gpq_sg_build(struct scatterlist *sg, void **ptrs, int start, i
 }
 
 /* disks blocks of `bytes` (random data, linear map), or NULL. */
-void **kgpu_gpq_bench_alloc(int disks, size_t bytes)
+void **kgpu_gpq_shim_bench_alloc(int disks, size_t bytes)
 {
 	void **ptrs;
 	int i;
@@ -296,7 +296,7 @@ void **kgpu_gpq_bench_alloc(int disks, size_t bytes)
 	for (i = 0; i < disks; i++) {
 		ptrs[i] = kmalloc(bytes, GFP_KERNEL);
 		if (!ptrs[i]) {
-			kgpu_gpq_bench_free(ptrs, disks);
+			kgpu_gpq_shim_bench_free(ptrs, disks);
 			return NULL;
 		}
 		get_random_bytes(ptrs[i], bytes);
@@ -304,7 +304,7 @@ void **kgpu_gpq_bench_alloc(int disks, size_t bytes)
 	return ptrs;
 }
 
-void kgpu_gpq_bench_free(void **ptrs, int disks)
+void kgpu_gpq_shim_bench_free(void **ptrs, int disks)
 {
 	int i;
 
@@ -400,7 +400,7 @@ nomem:
 	return -ENOMEM;
 }
 
-/* After kgpu_gpq_restore (nothing can enter gpq any more). */
+/* After kgpu_gpq_shim_restore (nothing can enter gpq any more). */
 void kgpu_gpq_shim_exit(void)
 {
 	debugfs_remove(gpq_debugfs);
