@@ -91,14 +91,15 @@ const NO_EXPECTED: Expected = Expected {
 };
 static EXP: [Expected; MAX_WINDOW as usize] = [NO_EXPECTED; MAX_WINDOW as usize];
 
-/// xorshift64*: deterministic pseudo-random numbers.
-struct Rng(u64);
+/// xorshift64*: deterministic pseudo-random numbers (the self-test's and
+/// the services' test data).
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -110,7 +111,7 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() >> 16) as usize % n.max(1)
     }
-    fn fill(&mut self, buf: &mut [u8]) {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
             let v = self.next().to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);

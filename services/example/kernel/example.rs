@@ -25,6 +25,7 @@
 
 use crate::api::{self, CallError, Job, Src};
 use crate::kcommon::abi::service;
+use crate::selftest::Rng;
 use crate::service::Service;
 use crate::BufWriter;
 use core::fmt::Write;
@@ -53,27 +54,6 @@ struct Tally {
     bytes: u64,
 }
 
-/// xorshift64*: the test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-}
-
 /// "COUNT [LEN]".
 fn parse(cmd: &[u8]) -> Option<(u32, usize)> {
     let s = core::str::from_utf8(cmd).ok()?;
@@ -96,7 +76,7 @@ fn run(cmd: &[u8], w: &mut BufWriter<'_>) -> Result {
     let mut input = KVec::from_elem(0u8, len, GFP_KERNEL)?;
     let mut want = KVec::from_elem(0u8, len, GFP_KERNEL)?;
     let mut out = KVec::from_elem(0u8, len, GFP_KERNEL)?;
-    let mut rng = Rng(Ktime::ktime_get().to_ns() as u64 | 1);
+    let mut rng = Rng::new(Ktime::ktime_get().to_ns() as u64);
     let mut t = Tally::default();
     for i in 0..count {
         let addend = rng.next() as u32;
